@@ -1,0 +1,174 @@
+"""The EM driver: one `jax.lax.while_loop` of E-step + M-step, stopping on tolerance."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._mstep import ClosedFormMStep
+from ._status import FATAL, Status, flag
+from ._validate import as_data, status_of_data, validate
+
+
+class FitResult(NamedTuple):
+    """Outcome of `jaxem.fit` (a pytree; under `jax.vmap` every field gains a batch axis).
+
+    Attributes:
+      params: the fitted parameters (after the last M-step).
+      log_likelihood: weighted mean per-sample log-likelihood at ``params``.
+      n_iter: number of EM iterations run (scikit-learn's ``n_iter_``).
+      converged: whether |trace[i] - trace[i-1]| < tol was reached.
+      trace: ``(max_iter,)`` mean log-likelihood at the parameters entering iteration i
+        (scikit-learn's ``lower_bounds_``); NaN after the last iteration.
+      status: int code, 0 = ok; see `jaxem.describe_status` and `jaxem.Status`.
+    """
+
+    params: Any
+    log_likelihood: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    trace: jax.Array
+    status: jax.Array
+
+
+class _State(NamedTuple):
+    i: jax.Array
+    params: Any
+    prev_params: Any
+    mstate: Any
+    ll: jax.Array
+    trace: jax.Array
+    converged: jax.Array
+    status: jax.Array
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(l)) for l in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def _select(pred, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def _init_state(model, updater, params, X, w, max_iter):
+    dtype = X.dtype
+    return _State(
+        i=jnp.int32(0),
+        params=params,
+        prev_params=params,
+        mstate=updater.init(model, params, X, w),
+        ll=jnp.asarray(-jnp.inf, dtype),
+        trace=jnp.full((max_iter,), jnp.nan, dtype),
+        converged=jnp.bool_(False),
+        status=status_of_data(X, w, getattr(model, "n_components", None)),
+    )
+
+
+def _active(state: _State, max_iter: int):
+    """Termination test: iterations left, not converged, no fatal status."""
+    return (state.i < max_iter) & ~state.converged & ((state.status & int(FATAL)) == 0)
+
+
+def _step(model, updater, X, w, total_w, tol, state: _State) -> _State:
+    """One EM iteration with the non-finite guard and the scikit-learn convergence test."""
+    new, mstate, ll_sum, st = updater.update(model, state.params, state.mstate, X, w)
+    ll = ll_sum / total_w
+    ok_ll = jnp.isfinite(ll)
+    ok_new = _all_finite(new)
+    # ll non-finite: the params entering this iteration are unusable, go back one step.
+    # ll finite but new params not: keep the params entering this iteration.
+    params = _select(ok_ll & ok_new, new, _select(ok_ll, state.params, state.prev_params))
+    prev = _select(ok_ll & ok_new, state.params, state.prev_params)
+    status = state.status | flag(~(ok_ll & ok_new), Status.NONFINITE) | jnp.where(
+        ok_ll & ok_new, st, 0
+    )
+    converged = ok_ll & (jnp.abs(ll - state.ll) < tol)
+    return _State(
+        i=state.i + 1,
+        params=params,
+        prev_params=prev,
+        mstate=mstate,
+        ll=jnp.where(ok_ll, ll, state.ll),
+        trace=state.trace.at[state.i].set(jnp.where(ok_ll, ll, jnp.nan)),
+        converged=converged,
+        status=status,
+    )
+
+
+def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False):
+    """The bare loop (no validation, no adjoint): returns a `FitResult`."""
+    total_w = jnp.sum(w)
+    state = _init_state(model, updater, params, X, w, max_iter)
+    step = lambda s: _step(model, updater, X, w, total_w, tol, s)
+    if unrolled:
+        # A bounded scan (reverse-differentiable): inactive iterations leave the state unchanged.
+        def body(s, _):
+            return _select(_active(s, max_iter), step(s), s), None
+
+        state, _ = jax.lax.scan(jax.checkpoint(body), state, None, length=max_iter)
+    else:
+        state = jax.lax.while_loop(lambda s: _active(s, max_iter), step, state)
+    status = state.status | flag(~state.converged & (tol > 0), Status.MAX_ITER_REACHED)
+    status = jnp.where((status & int(FATAL)) != 0, status & ~int(Status.MAX_ITER_REACHED), status)
+    final_ll = model.log_likelihood(state.params, X, w) / total_w
+    return FitResult(state.params, final_ll, state.i, state.converged, state.trace, status)
+
+
+def fit(
+    model,
+    params,
+    X,
+    *,
+    weights=None,
+    max_iter: int = 100,
+    tol=1e-3,
+    m_step=None,
+    adjoint: str = "implicit",
+) -> FitResult:
+    """Fit ``model`` to ``X`` by EM (Dempster, Laird & Rubin 1977), starting from ``params``.
+
+    Each iteration i runs the E-step at θ_i — which gives ``trace[i]`` = (1/Σw) Σ_n w_n log p(x_n | θ_i)
+    and the posterior q(Z) = p(Z | X, θ_i) — then the M-step θ_{i+1} = argmax_θ Q(θ, θ_i). The loop (one
+    `jax.lax.while_loop`) stops after the first iteration with |trace[i] - trace[i-1]| < tol, after
+    ``max_iter`` iterations, or on a fatal status. From the same start, ``n_iter`` and ``trace`` equal
+    scikit-learn's ``n_iter_`` and ``lower_bounds_``.
+
+    Args:
+      model: a jaxem model (e.g. `jaxem.GaussianMixture`).
+      params: the starting parameters (e.g. from ``model.init``).
+      X: ``(N, D)`` data.
+      weights: ``(N,)`` non-negative sample weights; 0 marks padding. None = ones.
+      max_iter: maximum number of iterations (static).
+      tol: tolerance on the change of the mean log-likelihood (may be traced); 0 runs ``max_iter``.
+      m_step: None for the model's closed form, or a `jaxem.GradientMStep`.
+      adjoint: "implicit" (differentiate at the fixed point) or "unrolled" (through the iterations).
+
+    Returns:
+      A `FitResult`.
+
+    Raises:
+      ValueError: outside jit, for bad input (non-finite X, negative weights, shape mismatches,
+        more components than rows with positive weight). Under jit these give a non-zero status.
+
+    Example:
+      >>> import jax, jaxem
+      >>> X = jax.random.normal(jax.random.key(0), (300, 2))
+      >>> model = jaxem.GaussianMixture(3)
+      >>> result = jaxem.fit(model, model.init(jax.random.key(1), X), X)
+      >>> result.status
+      Array(0, dtype=int32)
+    """
+    n_features = model.n_features(params) if hasattr(model, "n_features") else None
+    X, w = as_data(X, weights, n_features)
+    validate(X, w, getattr(model, "n_components", None))
+    if adjoint not in ("implicit", "unrolled"):
+        raise ValueError(f"adjoint must be 'implicit' or 'unrolled', got {adjoint!r}.")
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+    updater = ClosedFormMStep() if m_step is None else m_step
+    tol = jnp.asarray(tol, X.dtype)
+    return run_em(model, params, X, w, max_iter=int(max_iter), tol=tol, updater=updater,
+                  unrolled=adjoint == "unrolled")

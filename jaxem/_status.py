@@ -1,0 +1,85 @@
+"""Status codes returned by `jaxem.fit` (a bit field: several may be set at once)."""
+
+from __future__ import annotations
+
+import enum
+
+import jax
+import jax.numpy as jnp
+
+
+class Status(enum.IntFlag):
+    """Named outcomes of a fit. ``0`` means success; any other value is a sum of these flags.
+
+    The flags are bits so that, for instance, an emptied component and a fit that ran out of
+    iterations can both be reported. `describe_status` turns a code into the messages below.
+    """
+
+    OK = 0
+    INVALID_INPUT = 1
+    NONFINITE = 2
+    EMPTY_COMPONENT = 4
+    MAX_ITER_REACHED = 8
+    Q_DECREASED = 16
+    TOO_FEW_SAMPLES = 32
+
+
+_MESSAGES = {
+    Status.INVALID_INPUT: (
+        "invalid input: X or weights contain NaN/inf, or weights are negative; the parameters "
+        "were returned unchanged. Clean the data (drop or impute non-finite rows, use weight 0 "
+        "for padding) and fit again."
+    ),
+    Status.NONFINITE: (
+        "non-finite values appeared during EM (usually a singular covariance); the last finite "
+        "parameters were returned. Increase reg_covar, rescale X, or use fewer components."
+    ),
+    Status.EMPTY_COMPONENT: (
+        "a component lost (almost) all of its mass; its parameters were kept at their previous "
+        "values and its weight is ~0. Use fewer components or a different initialisation."
+    ),
+    Status.MAX_ITER_REACHED: (
+        "max_iter was reached before the change of the log-likelihood fell below tol; increase "
+        "max_iter or tol. (Implicit gradients of an unconverged fit are only approximate.)"
+    ),
+    Status.Q_DECREASED: (
+        "a generalized-EM M-step lowered the Q-function (the optimizer overshot); lower the "
+        "learning rate, or use GradientMStep(..., safe=True) to reject such steps."
+    ),
+    Status.TOO_FEW_SAMPLES: (
+        "fewer rows with positive weight than n_components; the parameters were returned "
+        "unchanged. Use fewer components or more data."
+    ),
+}
+
+# Flags that stop the EM loop at once.
+FATAL = Status.INVALID_INPUT | Status.NONFINITE | Status.TOO_FEW_SAMPLES
+
+
+def describe_status(code) -> str:
+    """Human-readable description of a `FitResult.status` code.
+
+    Args:
+      code: an int (or scalar array) returned as ``FitResult.status``.
+
+    Returns:
+      ``"ok"`` for 0, otherwise one sentence per flag that is set, joined by newlines.
+
+    Example:
+      >>> import jaxem
+      >>> jaxem.describe_status(0)
+      'ok'
+    """
+    code = int(code)
+    if code == 0:
+        return "ok"
+    msgs = [msg for flag, msg in _MESSAGES.items() if code & flag]
+    unknown = code & ~sum(_MESSAGES)
+    if unknown:
+        msgs.append(f"unknown status bits {unknown}")
+    return "\n".join(msgs)
+
+
+def flag(condition, status: Status) -> jax.Array:
+    """``status`` as an int32 array where ``condition`` holds, else 0."""
+    return jnp.where(condition, jnp.int32(int(status)), jnp.int32(0))

@@ -1,0 +1,86 @@
+"""Input checks: `ValueError` outside jit, a status code under jit."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._status import Status, flag
+
+
+def is_concrete(*xs) -> bool:
+    """True if no leaf of ``xs`` is a tracer (we are outside jit/vmap/grad)."""
+    return not any(isinstance(l, jax.core.Tracer) for l in jax.tree_util.tree_leaves(xs))
+
+
+def as_data(X, weights=None, n_features: int | None = None, name: str = "X"):
+    """Check shapes (always: they are static) and cast; returns ``(X, weights)``.
+
+    ``X`` becomes a floating array (float32 unless it already is float64/float32 and x64 is on);
+    ``weights`` becomes an array of ``X``'s dtype, ones when None.
+    """
+    X = jnp.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {X.shape}; "
+            "reshape a single feature with X.reshape(-1, 1) or a single sample with X.reshape(1, -1)."
+        )
+    if not jnp.issubdtype(X.dtype, jnp.floating):
+        X = X.astype(jnp.result_type(float))
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features but the parameters were made for {n_features}; "
+            "pass data with the same columns as the data the model was initialised/fitted on."
+        )
+    if weights is None:
+        weights = jnp.ones(X.shape[0], X.dtype)
+    else:
+        weights = jnp.asarray(weights)
+        if weights.shape != (X.shape[0],):
+            raise ValueError(
+                f"weights must have shape (n_samples,) = ({X.shape[0]},), got {weights.shape}."
+            )
+        weights = weights.astype(X.dtype)
+    return X, weights
+
+
+def check_values(X, weights, n_components: int | None = None) -> None:
+    """Raise `ValueError` for bad values. Only call on concrete (non-traced) arrays."""
+    Xn = np.asarray(X)
+    wn = np.asarray(weights)
+    if not np.all(np.isfinite(Xn)):
+        bad = np.flatnonzero(~np.all(np.isfinite(Xn), axis=1))
+        raise ValueError(
+            f"X contains NaN or inf in {bad.size} row(s) (first: {bad[:5].tolist()}); drop or impute "
+            "them, or give them weight 0 and replace them with any finite value."
+        )
+    if not np.all(np.isfinite(wn)):
+        raise ValueError("weights contain NaN or inf; pass finite, non-negative weights.")
+    if np.any(wn < 0):
+        raise ValueError(
+            "weights must be non-negative (0 marks padding rows); got a minimum of "
+            f"{wn.min()}."
+        )
+    if n_components is not None:
+        n_pos = int(np.sum(wn > 0))
+        if n_components > n_pos:
+            raise ValueError(
+                f"n_components={n_components} is larger than the number of rows with positive "
+                f"weight ({n_pos}); use n_components <= {n_pos} or pass more data."
+            )
+
+
+def validate(X, weights, n_components: int | None = None) -> None:
+    """`check_values` when concrete; a no-op under tracing (see `status_of_data`)."""
+    if is_concrete(X, weights):
+        check_values(X, weights, n_components)
+
+
+def status_of_data(X, weights, n_components: int | None = None) -> jax.Array:
+    """The traced counterpart of `check_values`: an int32 status code."""
+    bad = ~jnp.all(jnp.isfinite(X)) | ~jnp.all(jnp.isfinite(weights)) | jnp.any(weights < 0)
+    code = flag(bad, Status.INVALID_INPUT)
+    if n_components is not None:
+        code = code | flag(jnp.sum(weights > 0) < n_components, Status.TOO_FEW_SAMPLES)
+    return code

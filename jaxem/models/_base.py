@@ -1,0 +1,118 @@
+"""The model protocol, and the shared E-step / Q / ELBO machinery of finite mixtures."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .._validate import as_data
+
+
+class Model:
+    """Base of every jaxem model (subclasses are frozen dataclasses).
+
+    A model provides ``e_step``, ``q_function``, ``log_likelihood``, ``score_samples``, and, where the
+    family has one, a closed-form ``m_step``. ``em_update`` is one full EM iteration; the default
+    composes ``e_step`` and ``m_step``, families override it with a fused, streamed version.
+    """
+
+    n_components: int
+
+    # --- to be provided by families -----------------------------------------------------------
+    def n_features(self, params) -> int:
+        raise NotImplementedError
+
+    def e_step(self, params, X, weights=None):
+        raise NotImplementedError
+
+    def q_function(self, params, posterior, X, weights=None):
+        raise NotImplementedError
+
+    def posterior_entropy(self, posterior, weights=None):
+        """Weighted sum over samples of the entropy H[q(z_n)] of the posterior."""
+        raise NotImplementedError
+
+    def score_samples(self, params, X):
+        raise NotImplementedError
+
+    def m_step(self, posterior, X, weights=None, params=None):
+        raise NotImplementedError(
+            f"{type(self).__name__} has no closed-form M-step; fit it with "
+            "m_step=jaxem.GradientMStep(optimizer)."
+        )
+
+    # --- shared ---------------------------------------------------------------------------------
+    def log_likelihood(self, params, X, weights=None):
+        """Weighted sum over samples of log p(x_n | params)."""
+        X, w = as_data(X, weights, self.n_features(params))
+        lp = self.score_samples(params, X)
+        return jnp.sum(jnp.where(w > 0, w * lp, 0.0))
+
+    def em_update(self, params, X, weights):
+        """One EM iteration: returns ``(new_params, log_likelihood_at_params, status)``."""
+        posterior, ll = self.e_step(params, X, weights)
+        new = self.m_step(posterior, X, weights, params=params)
+        return new, ll, jnp.int32(0)
+
+
+class Mixture(Model):
+    """Finite mixtures: p(x) = Σ_k p(x, z=k). Families supply ``log_joint_matrix``.
+
+    With ℓ_nk = log p(x_n, z_n=k | θ):
+      E-step:  r_nk = exp(ℓ_nk - logsumexp_k ℓ_nk)            (responsibilities)
+      Q(θ, θ_old) = Σ_n w_n Σ_k r_nk ℓ_nk(θ)
+      log p(X | θ) = Σ_n w_n logsumexp_k ℓ_nk(θ)
+    """
+
+    def log_joint_matrix(self, params, X) -> jax.Array:
+        """``(N, K)`` matrix of log p(x_n, z_n = k | params)."""
+        raise NotImplementedError
+
+    def e_step(self, params, X, weights=None):
+        """Responsibilities ``(N, K)`` (rows sum to one) and the weighted log-likelihood."""
+        X, w = as_data(X, weights, self.n_features(params))
+        lj = self.log_joint_matrix(params, X)
+        lse = jax.scipy.special.logsumexp(lj, axis=1)
+        resp = jnp.exp(lj - lse[:, None])
+        return resp, jnp.sum(jnp.where(w > 0, w * lse, 0.0))
+
+    def q_function(self, params, posterior, X, weights=None):
+        """Q = Σ_n w_n Σ_k r_nk log p(x_n, z_n=k | params)."""
+        X, w = as_data(X, weights, self.n_features(params))
+        lj = self.log_joint_matrix(params, X)
+        rl = jnp.where(posterior > 0, posterior * lj, 0.0)
+        return jnp.sum(w * jnp.sum(rl, axis=1))
+
+    def posterior_entropy(self, posterior, weights=None):
+        r = posterior
+        h = -jnp.sum(jnp.where(r > 0, r * jnp.log(jnp.where(r > 0, r, 1.0)), 0.0), axis=1)
+        w = jnp.ones(r.shape[0], r.dtype) if weights is None else jnp.asarray(weights, r.dtype)
+        return jnp.sum(w * h)
+
+    def score_samples(self, params, X):
+        """``(N,)`` per-sample log p(x_n | params)."""
+        X, _ = as_data(X, None, self.n_features(params))
+        return jax.scipy.special.logsumexp(self.log_joint_matrix(params, X), axis=1)
+
+    def predict_proba(self, params, X):
+        """``(N, K)`` responsibilities p(z_n = k | x_n)."""
+        return self.e_step(params, X)[0]
+
+    def predict(self, params, X):
+        """``(N,)`` most probable component of each sample."""
+        X, _ = as_data(X, None, self.n_features(params))
+        return jnp.argmax(self.log_joint_matrix(params, X), axis=1)
+
+    def n_parameters(self, params) -> int:
+        raise NotImplementedError
+
+    def bic(self, params, X):
+        """Bayesian information criterion -2 log L + p log N (lower is better)."""
+        X, _ = as_data(X, None, self.n_features(params))
+        return -2.0 * self.log_likelihood(params, X) + self.n_parameters(params) * jnp.log(
+            X.shape[0]
+        )
+
+    def aic(self, params, X):
+        """Akaike information criterion -2 log L + 2 p (lower is better)."""
+        return -2.0 * self.log_likelihood(params, X) + 2.0 * self.n_parameters(params)

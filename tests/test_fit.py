@@ -1,0 +1,128 @@
+"""The driver: jit, vmap with per-member stopping, no recompiles, status codes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxem
+from helpers import blobs, assert_tree_allclose
+
+
+def _batch(n_members=4, n=100):
+    Xs, Ws = [], []
+    for s in range(n_members):
+        X, _ = blobs(seed=20 + s, n=n, d=2, k=3, spread=1.5 + s)
+        w = np.ones(n)
+        w[n - 10 * s:] = 0.0  # ragged: member s has 10*s padding rows
+        Xs.append(X), Ws.append(w)
+    return np.stack(Xs), np.stack(Ws)
+
+
+def test_vmap_matches_individual_fits_and_stops_per_member():
+    Xs, Ws = _batch()
+    model = jaxem.GaussianMixture(3, "full")
+    P = jax.vmap(lambda x, w: model.init(jax.random.key(0), x, w))(Xs, Ws)
+    fit = lambda p, x, w: jaxem.fit(model, p, x, weights=w, max_iter=200, tol=1e-6)
+    batched = jax.jit(jax.vmap(fit))(P, Xs, Ws)
+    n_iters = set()
+    for b in range(Xs.shape[0]):
+        p = jax.tree_util.tree_map(lambda a: a[b], P)
+        single = jaxem.fit(model, p, Xs[b], weights=Ws[b], max_iter=200, tol=1e-6)
+        assert int(batched.n_iter[b]) == int(single.n_iter)
+        assert bool(batched.converged[b]) == bool(single.converged)
+        assert_tree_allclose(jax.tree_util.tree_map(lambda a: a[b], batched.params),
+                             single.params, rtol=1e-9, atol=1e-12)
+        n_iters.add(int(single.n_iter))
+    assert len(n_iters) > 1, "members should stop at different iterations"
+
+
+def test_second_call_does_not_recompile():
+    Xs, Ws = _batch()
+    model = jaxem.GaussianMixture(3, "diag")
+    traces = []
+
+    @jax.jit
+    def run(x, w, tol):
+        traces.append(1)  # runs only when JAX traces (compiles) the function
+        p = model.init(jax.random.key(0), x, w)
+        return jaxem.fit(model, p, x, weights=w, tol=tol)
+
+    run(Xs[0], Ws[0], 1e-3)
+    run(Xs[1], Ws[1], 1e-5)  # new data and new (traced) tol: same shapes
+    # An equal, newly built model is the same static configuration: no retrace either.
+    model = jaxem.GaussianMixture(3, "diag")
+    run(Xs[2], Ws[2], 1e-4)
+    assert len(traces) == 1
+    assert hash(jaxem.GaussianMixture(3, "diag")) == hash(model)
+
+
+def test_tol_zero_runs_max_iter_and_reports_not_converged():
+    X, _ = blobs(seed=1)
+    model = jaxem.GaussianMixture(3)
+    p0 = model.init(jax.random.key(0), X)
+    res = jaxem.fit(model, p0, X, max_iter=7, tol=0)
+    assert int(res.n_iter) == 7 and not bool(res.converged)
+    assert int(res.status) == 0  # tol=0 asked for exactly max_iter: no failure
+    res = jaxem.fit(model, p0, X, max_iter=2, tol=1e-12)
+    assert int(res.status) == jaxem.Status.MAX_ITER_REACHED
+    assert "max_iter" in jaxem.describe_status(res.status)
+
+
+def test_nonfinite_input_under_jit_gives_status_not_nan():
+    X, _ = blobs(seed=2)
+    model = jaxem.GaussianMixture(3)
+    p0 = model.init(jax.random.key(0), X)
+    Xbad = X.copy()
+    Xbad[5, 1] = np.nan
+    res = jax.jit(lambda p, x: jaxem.fit(model, p, x))(p0, Xbad)
+    assert int(res.status) & jaxem.Status.INVALID_INPUT
+    assert int(res.n_iter) == 0
+    assert_tree_allclose(res.params, p0, rtol=0, atol=0)
+    w = np.ones(X.shape[0])
+    w[3] = -1.0
+    res = jax.jit(lambda p, x, w: jaxem.fit(model, p, x, weights=w))(p0, X, w)
+    assert int(res.status) & jaxem.Status.INVALID_INPUT
+
+
+def test_too_few_samples_under_jit():
+    X, _ = blobs(seed=2, n=20)
+    model = jaxem.GaussianMixture(3)
+    p0 = model.init(jax.random.key(0), X)
+    w = np.zeros(20)
+    w[:2] = 1.0
+    res = jax.jit(lambda p, x, w: jaxem.fit(model, p, x, weights=w))(p0, X, w)
+    assert int(res.status) & jaxem.Status.TOO_FEW_SAMPLES
+    assert_tree_allclose(res.params, p0, rtol=0, atol=0)
+
+
+def test_singular_covariance_returns_last_finite_params():
+    """reg_covar=0 and a component on a single point: Cholesky fails; no NaN comes back."""
+    X, _ = blobs(seed=3, n=60)
+    X = np.r_[X, np.full((1, 2), 50.0)]  # an isolated point grabs its own component
+    # Start regularised (finite log-likelihood), then fit without regularisation.
+    p0 = jaxem.GaussianMixture(4, "full").init(jax.random.key(0), X)
+    model = jaxem.GaussianMixture(4, "full", reg_covar=0.0)
+    res = jax.jit(lambda p, x: jaxem.fit(model, p, x, max_iter=50))(p0, X)
+    assert int(res.status) & jaxem.Status.NONFINITE
+    assert all(np.all(np.isfinite(l)) for l in jax.tree_util.tree_leaves(res.params))
+    assert np.isfinite(res.log_likelihood)
+
+
+def test_empty_component_kept_finite_and_flagged():
+    X, _ = blobs(seed=4, n=60, d=2, k=2)
+    model = jaxem.GaussianMixture(3, "full")
+    p0 = model.init(jax.random.key(0), X)
+    far = p0._replace(means=p0.means.at[2].set(1e4))  # nothing is ever assigned to it
+    res = jaxem.fit(model, far, X, max_iter=5, tol=0)
+    assert int(res.status) & jaxem.Status.EMPTY_COMPONENT
+    assert all(np.all(np.isfinite(l)) for l in jax.tree_util.tree_leaves(res.params))
+    np.testing.assert_allclose(res.params.means[2], far.means[2])  # kept at its prior value
+    assert float(res.params.weights[2]) < 1e-10
+
+
+def test_describe_status_names_every_flag():
+    assert jaxem.describe_status(0) == "ok"
+    code = int(jaxem.Status.NONFINITE | jaxem.Status.EMPTY_COMPONENT)
+    msg = jaxem.describe_status(code)
+    assert "non-finite" in msg and "lost" in msg
