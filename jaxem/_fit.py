@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._adjoint import implicit_solve
 from ._mstep import ClosedFormMStep
 from ._status import FATAL, Status, flag
 from ._validate import as_data, status_of_data, validate
@@ -170,5 +171,11 @@ def fit(
         raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
     updater = ClosedFormMStep() if m_step is None else m_step
     tol = jnp.asarray(tol, X.dtype)
-    return run_em(model, params, X, w, max_iter=int(max_iter), tol=tol, updater=updater,
-                  unrolled=adjoint == "unrolled")
+    run = lambda p, unrolled=False: run_em(model, p, X, w, max_iter=int(max_iter), tol=tol,
+                                           updater=updater, unrolled=unrolled)
+    if adjoint == "unrolled":
+        return run(params, unrolled=True)
+    theta, (n_iter, converged, trace, status) = implicit_solve(
+        model, params, X, w, updater=updater, run=run)
+    ll = model.log_likelihood(theta, X, w) / jnp.sum(w)
+    return FitResult(theta, ll, n_iter, converged, trace, status)
