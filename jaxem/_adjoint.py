@@ -44,8 +44,11 @@ def _gmres(matvec, b):
     dtype = leaves[0].dtype
     size = sum(l.size for l in leaves)
     tol = 1e-11 if dtype == jnp.float64 else 1e-6
+    # "incremental" (Givens rotations) survives near-singular systems where "batched" (least squares
+    # on the whole Krylov basis) breaks down to NaN, e.g. float32 near a saddle of the likelihood.
     x, _ = jax.scipy.sparse.linalg.gmres(
-        matvec, b, tol=tol, atol=0.0, restart=min(size, 30), maxiter=max(10, size // 10)
+        matvec, b, tol=tol, atol=0.0, restart=min(size, 30), maxiter=max(10, size // 10),
+        solve_method="incremental",
     )
     return x
 
@@ -55,24 +58,15 @@ def tangent_solve(g, y):
     return jax.lax.custom_linear_solve(g, y, _gmres, transpose_solve=_gmres)
 
 
-def implicit_solve(model, params, X, w, *, updater, run):
-    """θ* = run(params) with derivatives w.r.t. X and w from the implicit function theorem.
+def implicit_params(model, theta_star, X, w, *, updater):
+    """Return ``theta_star`` (a converged EM fixed point) with derivatives w.r.t. X and w from the
+    implicit function theorem.
 
-    ``run(params) -> FitResult`` is the forward EM loop. Returns ``(θ*, (n_iter, converged, trace,
-    status))``; the derivative with respect to the starting ``params`` is zero (a fixed point does not
-    depend on where EM started, within its basin).
+    The forward loop has already run on stop-gradient inputs; `jax.lax.custom_root` with the identity
+    as its solve only attaches the tangent rule (no auxiliary outputs: custom_root mishandles them).
+    The derivative with respect to the starting parameters is zero: a fixed point does not depend on
+    where EM started, within its basin.
     """
     F = root_function(model, updater, X, w)
-
-    dtype = X.dtype
-
-    def solve(_, guess):
-        r = run(guess)
-        # custom_root gives integer/bool aux outputs wrongly typed tangents: pass them as floats.
-        return r.params, (r.n_iter.astype(dtype), r.converged.astype(dtype), r.trace,
-                          r.status.astype(dtype))
-
-    theta, (n_iter, converged, trace, status) = jax.lax.custom_root(
-        F, params, solve, tangent_solve, has_aux=True)
-    aux = (n_iter.astype(jnp.int32), converged.astype(bool), trace, status.astype(jnp.int32))
-    return theta, jax.tree_util.tree_map(jax.lax.stop_gradient, aux)
+    guess = jax.lax.stop_gradient(theta_star)
+    return jax.lax.custom_root(F, guess, lambda _, g: g, tangent_solve)

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._adjoint import implicit_solve
+from ._adjoint import implicit_params
 from ._mstep import ClosedFormMStep
 from ._status import FATAL, Status, flag
 from ._validate import as_data, status_of_data, validate
@@ -99,7 +99,8 @@ def _step(model, updater, X, w, total_w, tol, state: _State) -> _State:
     )
 
 
-def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False):
+def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False,
+           final_log_likelihood=True):
     """The bare loop (no validation, no adjoint): returns a `FitResult`."""
     total_w = jnp.sum(w)
     state = _init_state(model, updater, params, X, w, max_iter)
@@ -114,7 +115,8 @@ def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False):
         state = jax.lax.while_loop(lambda s: _active(s, max_iter), step, state)
     status = state.status | flag(~state.converged & (tol > 0), Status.MAX_ITER_REACHED)
     status = jnp.where((status & int(FATAL)) != 0, status & ~int(Status.MAX_ITER_REACHED), status)
-    final_ll = model.log_likelihood(state.params, X, w) / total_w
+    final_ll = (model.log_likelihood(state.params, X, w) / total_w if final_log_likelihood
+                else jnp.full((), jnp.nan, X.dtype))
     return FitResult(state.params, final_ll, state.i, state.converged, state.trace, status)
 
 
@@ -171,11 +173,11 @@ def fit(
         raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
     updater = ClosedFormMStep() if m_step is None else m_step
     tol = jnp.asarray(tol, X.dtype)
-    run = lambda p, unrolled=False: run_em(model, p, X, w, max_iter=int(max_iter), tol=tol,
-                                           updater=updater, unrolled=unrolled)
+    kw = dict(max_iter=int(max_iter), tol=tol, updater=updater)
     if adjoint == "unrolled":
-        return run(params, unrolled=True)
-    theta, (n_iter, converged, trace, status) = implicit_solve(
-        model, params, X, w, updater=updater, run=run)
-    ll = model.log_likelihood(theta, X, w) / jnp.sum(w)
-    return FitResult(theta, ll, n_iter, converged, trace, status)
+        return run_em(model, params, X, w, unrolled=True, **kw)
+    # Implicit: the loop sees no tangents; derivatives are attached at the fixed point.
+    sg = jax.lax.stop_gradient
+    r = run_em(model, sg(params), sg(X), sg(w), final_log_likelihood=False, **kw)
+    theta = implicit_params(model, r.params, X, w, updater=updater)
+    return r._replace(params=theta, log_likelihood=model.log_likelihood(theta, X, w) / jnp.sum(w))
