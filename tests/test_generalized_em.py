@@ -129,22 +129,33 @@ def test_lbfgs_carried_state_matches_closed_form(problem):
     assert int(res.n_iter) <= int(ref.n_iter) + 5  # a near-exact M-step: EM's rate
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def derived(model, params, X, w, r_other):
+    """Everything a Mixture derives from its log-joint, in one compiled call per model."""
+    r, ll = model.e_step(params, X, w)
+    return dict(r=r, ll=ll, log_lik=model.log_likelihood(params, X, w),
+                q=model.q_function(params, r_other, X, w), elbo=jaxem.elbo(model, params, r, X, w),
+                elbo_other=jaxem.elbo(model, params, jnp.full_like(r, 1 / 3), X, w),
+                score=model.score_samples(params, X), proba=model.predict_proba(params, X),
+                pred=model.predict(params, X))
+
+
 def test_mixture_model_derived_quantities_match_gaussian_mixture(problem):
     X, p0, u0 = problem
+    p = _perturbed(p0)  # not a fixed point: responsibilities are not near one-hot everywhere
     w = jnp.asarray(np.random.default_rng(0).uniform(0.0, 2.0, X.shape[0]))
-    r_mm, ll_mm = MM.e_step(u0, X, w)
-    r_g, ll_g = GMM.e_step(p0, X, w)
-    np.testing.assert_allclose(r_mm, r_g, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(np.sum(r_mm, 1), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(ll_mm, ll_g, rtol=1e-11)
-    np.testing.assert_allclose(ll_mm, GMM.log_likelihood(p0, X, w), rtol=1e-11)
-    np.testing.assert_allclose(MM.q_function(u0, r_g, X, w), GMM.q_function(p0, r_g, X, w), rtol=1e-11)
-    # ELBO at the exact posterior equals the log-likelihood; below it for another posterior
-    np.testing.assert_allclose(jaxem.elbo(MM, u0, r_mm, X, w), ll_mm, rtol=1e-11)
-    assert float(jaxem.elbo(MM, u0, jnp.full_like(r_mm, 1 / 3), X, w)) < float(ll_mm) - 1.0
-    np.testing.assert_allclose(MM.score_samples(u0, X), GMM.score_samples(p0, X), rtol=1e-11)
-    np.testing.assert_allclose(MM.predict_proba(u0, X), GMM.predict_proba(p0, X), rtol=1e-9, atol=1e-12)
-    np.testing.assert_array_equal(MM.predict(u0, X), GMM.predict(p0, X))
+    r_other = jax.nn.softmax(jnp.asarray(np.random.default_rng(1).normal(size=(X.shape[0], 3))))
+    a, b = derived(MM, to_unconstrained(p), X, w, r_other), derived(GMM, p, X, w, r_other)
+    for name in ("r", "proba"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-9, atol=1e-12)
+    for name in ("ll", "log_lik", "q", "elbo", "elbo_other", "score"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-11)
+    np.testing.assert_array_equal(a["pred"], b["pred"])
+    np.testing.assert_allclose(np.sum(a["r"], 1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(a["ll"], a["log_lik"], rtol=1e-12)
+    # ELBO at the exact posterior equals the log-likelihood; strictly below it for another posterior
+    np.testing.assert_allclose(a["elbo"], a["ll"], rtol=1e-11)
+    assert float(a["elbo_other"]) < float(a["ll"]) - 1.0
     assert MM.n_parameters(u0) == 3 + 6 + 12  # every scalar of the pytree (L_raw is a full D×D)
 
 
@@ -232,12 +243,15 @@ def test_overshoot_is_reported_and_safe_mode_keeps_trace_monotone(outliers):
 # --- Fisher's identity -------------------------------------------------------------------------------
 
 
+fisher = jax.jit(jaxem.fisher_score, static_argnums=0)
+grad_log_lik = jax.jit(lambda model, p, X, w: jax.grad(model.log_likelihood)(p, X, w), static_argnums=0)
+
+
 def test_fisher_identity_mixture_model(problem):
     X, _, u0 = problem
     u = jax.tree_util.tree_map(lambda a: a + 0.1, u0)  # away from any stationary point
     w = jnp.linspace(0.0, 2.0, X.shape[0])
-    score = jax.jit(jaxem.fisher_score, static_argnums=0)(MM, u, X, w)
-    grad = jax.jit(jax.grad(MM.log_likelihood))(u, X, w)
+    score, grad = fisher(MM, u, X, w), grad_log_lik(MM, u, X, w)
     assert float(optax.tree.norm(grad)) > 1.0  # not trivially zero
     assert_tree_allclose(score, grad, rtol=1e-9, atol=1e-9)
 
@@ -245,21 +259,26 @@ def test_fisher_identity_mixture_model(problem):
 def test_fisher_identity_gaussian_mixture(problem):
     X, p0, _ = problem
     p = p0._replace(means=p0.means + 0.1)
-    for w in (None, jnp.linspace(0.0, 2.0, X.shape[0])):
-        score = jax.jit(jaxem.fisher_score, static_argnums=0)(GMM, p, X, w)
-        grad = jax.jit(jax.grad(GMM.log_likelihood))(p, X, w)  # streamed, different code path
-        assert float(optax.tree.norm(grad.means)) > 1.0
-        assert_tree_allclose(score, grad, rtol=1e-9, atol=1e-9)
+    w = jnp.linspace(0.0, 2.0, X.shape[0])
+    score, grad = fisher(GMM, p, X, w), grad_log_lik(GMM, p, X, w)  # grad: streamed code path
+    assert float(optax.tree.norm(grad.means)) > 1.0
+    assert_tree_allclose(score, grad, rtol=1e-9, atol=1e-9)
 
 
 def test_fisher_score_vanishes_at_em_fixed_point(problem):
     X, p0, _ = problem
     ref = fit_closed_form(p0, X)
-    score = jaxem.fisher_score(GMM, ref.params, X)
+    score = fisher(GMM, ref.params, X, jnp.ones(X.shape[0]))
     assert float(optax.tree.norm(score.means)) < 1e-4  # ∇ log p = 0 at the MLE (means are free)
 
 
 # --- GradientMStep semantics against a hand-written loop ---------------------------------------------
+
+
+@jax.jit
+def _grad_neg_q(p, X, w, r):  # ∇ of -Σ_n w_n Σ_k r_nk log_joint(p, x_n)_k / Σ_n w_n, written out
+    lj = jax.vmap(gauss_log_joint, (None, 0))
+    return jax.grad(lambda q: -jnp.sum(w[:, None] * r * lj(q, X)) / jnp.sum(w))(p)
 
 
 @pytest.mark.parametrize("reset_state", [False, True])
@@ -273,18 +292,17 @@ def test_gradient_m_step_matches_reference_loop(problem, reset_state):
     res = jaxem.fit(MM, u0, X, weights=w, m_step=gm, tol=0.0, max_iter=4)
 
     p, state, trace = u0, opt.init(u0), []
-    Xn, wn = np.asarray(X), np.asarray(w)
+    wn = np.asarray(w)
     for _ in range(4):
         lj = np.asarray(jax.vmap(gauss_log_joint, (None, 0))(p, X))
         m = lj.max(1, keepdims=True)
         lse = m[:, 0] + np.log(np.exp(lj - m).sum(1))
         r = np.exp(lj - lse[:, None])
         trace.append(np.sum(wn * lse) / np.sum(wn))
-        neg_q = lambda q: -jnp.sum(wn[:, None] * r * jax.vmap(lambda x: gauss_log_joint(q, x))(X)) / np.sum(wn)
         if reset_state:
             state = opt.init(p)
         for _ in range(3):
-            upd, state = opt.update(jax.grad(neg_q)(p), state, p)
+            upd, state = opt.update(_grad_neg_q(p, X, wn, r), state, p)
             p = optax.apply_updates(p, upd)
     np.testing.assert_allclose(np.asarray(res.trace), trace, rtol=1e-12)
     assert_tree_allclose(res.params, p, rtol=1e-9, atol=1e-12)
