@@ -45,7 +45,9 @@ class GradientMStep:
     An M-step that lowers Q (by more than rounding, 10³·eps·(1 + |f(θ_old)|)) sets
     ``Status.Q_DECREASED`` in the fit's status. With ``safe=True`` the M-step returns the best iterate
     θ_j (j = 0..num_steps) in Q instead of the last one, so Q never decreases (θ_old is a candidate)
-    and the log-likelihood trace is non-decreasing; the flag still reports overshooting steps.
+    and the log-likelihood trace is non-decreasing; the flag still reports overshooting steps. If
+    every step of an M-step is rejected the log-likelihood does not move and the fit stops as
+    converged: check ``status`` for ``Q_DECREASED`` and lower the learning rate.
 
     The optimizer moves every leaf of ``params`` freely: it is meant for unconstrained
     parametrisations (softmax logits, log-scales, Cholesky factors with log-diagonal; see

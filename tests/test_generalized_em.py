@@ -354,8 +354,13 @@ def test_static_config_no_retrace_and_float32(problem):
     assert n > 0
     u_other = jax.tree_util.tree_map(lambda a: a + 0.01, u32)
     fit(model, u_other, X32, m_step=jaxem.GradientMStep(opt, num_steps=2, safe=True), max_iter=5, tol=0.0)
-    jax.jit(lambda u, X: jaxem.fit(model, u, X, m_step=gm, max_iter=5, tol=0.0))  # closure form builds
     assert len(traces) == n  # equal model and step, new values: no retrace
+    closure = jax.jit(lambda u, X: jaxem.fit(model, u, X, m_step=gm, max_iter=5, tol=0.0))
+    res_c = closure(u32, X32)
+    n = len(traces)
+    closure(u_other, X32)
+    assert len(traces) == n  # the closure form: the second call does not retrace either
+    assert_tree_allclose(res_c.params, res.params, rtol=1e-6)
     assert res.params.means.dtype == jnp.float32 and res.log_likelihood.dtype == jnp.float32
     assert res.trace.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(res.trace)))
     with pytest.raises(ValueError, match="3 features but the parameters were made for 2"):
