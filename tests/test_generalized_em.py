@@ -69,9 +69,10 @@ def fit_adam(u, X):
 
 # Tolerance of the log-likelihood comparisons: both fits start from the same point and climb to the
 # same local maximum. The closed form stops when the mean log-likelihood moves < 1e-12, GEM when it
-# moves < 1e-10; with EM's linear rate ρ (≈0.5 here, 18 iterations) the gap left is ≲ tol·ρ/(1-ρ) ≈
-# 1e-10. 1e-7 leaves room for the optimizer's inexact M-steps while still failing on any other
-# stationary point or on a wrong Q (an M-step on a wrong objective ends ≥ 1e-3 away).
+# moves < 1e-10; EM's linear rate here is ρ ≈ 0.1-0.4 (18-20 iterations), so the gap left is
+# ≲ tol·ρ/(1-ρ) < 1e-10 (measured: 5e-13 and 6e-12). 1e-7 leaves room for the optimizer's inexact
+# M-steps while still failing on any other stationary point or a wrong Q (the perturbed start is
+# 0.23 below the maximum).
 LL_TOL = 1e-7
 
 
@@ -93,7 +94,7 @@ def test_gaussian_log_joint_gem_matches_closed_form_under_jit(problem):
     assert int(ref.status) == 0 and int(res.status) == 0
     assert bool(res.converged)
     assert abs(float(res.log_likelihood) - float(ref.log_likelihood)) < LL_TOL
-    assert float(res.log_likelihood) - float(res.trace[0]) > 0.05  # it did move
+    assert float(res.log_likelihood) - float(res.trace[0]) > 0.1  # it did move (0.23)
     # parameters: |Δθ| ~ sqrt(2·Δll / curvature) ~ 1e-4 at Δll = 1e-7.
     fitted = to_constrained(res.params)
     np.testing.assert_allclose(_sorted_means(fitted.means), _sorted_means(ref.params.means), atol=1e-3)
