@@ -9,4 +9,9 @@ from ._status import describe_status as describe_status
 from .models import GaussianMixture as GaussianMixture
 from .models import GaussianMixtureParams as GaussianMixtureParams
 
+# generalized EM (issue 3)
+from ._fisher import fisher_score as fisher_score
+from ._mixture import MixtureModel as MixtureModel
+from ._mstep import GradientMStep as GradientMStep
+
 __version__ = "0.1.0"

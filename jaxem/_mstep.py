@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
+import optax
+
+from ._status import Status, flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,3 +22,128 @@ class ClosedFormMStep:
         """Returns ``(new_params, new_state, log_likelihood_at_params, status)``."""
         new, ll, status = model.em_update(params, X, w)
         return new, state, ll, jnp.asarray(status, jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientMStep:
+    """Generalized EM: the M-step is ``num_steps`` optax updates ascending Q, the posterior fixed.
+
+    Each EM iteration at θ_old runs the E-step (responsibilities r = p(Z | X, θ_old) and the
+    log-likelihood at θ_old), then minimises the per-sample negative Q-function
+
+        f(θ) = -Q(θ, θ_old) / Σ_n w_n = -(1/Σw) Σ_n w_n Σ_k r_nk log p(x_n, z_n=k | θ)
+
+    from θ_0 = θ_old by ``num_steps`` optimizer updates (one `jax.lax.scan`):
+    g_j = ∇f(θ_j), (u_j, s) = optimizer.update(g_j, s, θ_j), θ_{j+1} = θ_j + u_j. Dividing by Σw makes
+    learning rates independent of N. The optimizer state s is carried from one EM iteration to the
+    next (``reset_state=True`` re-initialises it at every iteration). Optimizers that need the objective
+    (``optax.lbfgs`` and other line searches) get ``value``, ``grad`` and ``value_fn`` (Dempster, Laird
+    & Rubin 1977, §3 "GEM"; Lange 1995, "A gradient algorithm locally equivalent to the EM algorithm").
+
+    GEM keeps EM's monotonicity only if the M-step does not lower Q: since log p(X|θ) - log p(X|θ_old)
+    ≥ Q(θ, θ_old) - Q(θ_old, θ_old), Q(θ_new) ≥ Q(θ_old) implies the log-likelihood did not decrease.
+    An M-step that lowers Q (by more than rounding, 10³·eps·(1 + |f(θ_old)|)) sets
+    ``Status.Q_DECREASED`` in the fit's status. With ``safe=True`` the M-step returns the best iterate
+    θ_j (j = 0..num_steps) in Q instead of the last one, so Q never decreases (θ_old is a candidate)
+    and the log-likelihood trace is non-decreasing; the flag still reports overshooting steps. If
+    every step of an M-step is rejected the log-likelihood does not move and the fit stops as
+    converged: check ``status`` for ``Q_DECREASED`` and lower the learning rate.
+
+    The optimizer moves every leaf of ``params`` freely: it is meant for unconstrained
+    parametrisations (softmax logits, log-scales, Cholesky factors with log-diagonal; see
+    `jaxem.MixtureModel`). It runs on closed-form models too, replacing their M-step, but their
+    params are constrained (e.g. `jaxem.GaussianMixture`'s ``weights`` on the simplex and SPD
+    ``covariances``): restrict the optimizer to the unconstrained leaves (``optax.multi_transform`` with
+    ``optax.set_to_zero()`` for the others), or use a `jaxem.MixtureModel` in unconstrained coordinates.
+
+    The step is a frozen, hashable dataclass (usable as a static argument). It hashes by the identity
+    of the optimizer's functions: build the optimizer once and reuse it, so that `jax.jit` caches hit.
+
+    Args:
+      optimizer: an ``optax.GradientTransformation`` (e.g. ``optax.adam(1e-2)``, ``optax.lbfgs()``).
+      num_steps: optimizer updates per EM iteration (static).
+      reset_state: re-initialise the optimizer state at every EM iteration.
+      safe: keep the best iterate in Q, never one that lowered it.
+
+    Example:
+      >>> import jax, optax, jaxem
+      >>> X = jax.random.normal(jax.random.key(0), (200, 2))
+      >>> gm = jaxem.GradientMStep(optax.adam(0.05), num_steps=10, safe=True)
+      >>> # result = jaxem.fit(model, params, X, m_step=gm)  # model: e.g. a jaxem.MixtureModel
+    """
+
+    optimizer: optax.GradientTransformation
+    num_steps: int = 10
+    reset_state: bool = False
+    safe: bool = False
+
+    def __post_init__(self):
+        if not (hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")):
+            raise ValueError(
+                "optimizer must be an optax.GradientTransformation (with init and update), e.g. "
+                f"optax.adam(1e-2); got {type(self.optimizer).__name__}."
+            )
+        if int(self.num_steps) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}.")
+
+    def init(self, model, params, X, w):
+        return self.optimizer.init(params)
+
+    def update(self, model, params, state, X, w):
+        """Returns ``(new_params, new_state, log_likelihood_at_params, status)``."""
+        posterior, ll = model.e_step(params, X, w)
+        posterior = jax.lax.stop_gradient(posterior)
+        total_w = jnp.sum(w)
+
+        def f(p):  # -Q(p, θ_old) / Σw
+            return -model.q_function(p, posterior, X, w) / total_w
+
+        opt = optax.with_extra_args_support(self.optimizer)
+        state = self.optimizer.init(params) if self.reset_state else _invalidate_cache(state)
+        value_and_grad = (
+            optax.value_and_grad_from_state(f) if _has_cached_value(state) else
+            lambda p, state: jax.value_and_grad(f)(p)
+        )
+
+        def body(carry, _):
+            p, s, best, best_f = carry
+            value, grad = value_and_grad(p, state=s)
+            better = value < best_f  # p is θ_j; keep the best seen (safe mode)
+            best = _select(better, p, best)
+            best_f = jnp.where(better, value, best_f)
+            updates, s = opt.update(grad, s, p, value=value, grad=grad, value_fn=f)
+            return (optax.apply_updates(p, updates), s, best, best_f), value
+
+        inf = jnp.asarray(jnp.inf, ll.dtype)
+        (last, state, best, best_f), values = jax.lax.scan(
+            body, (params, state, params, inf), None, length=int(self.num_steps)
+        )
+        f_old, f_last = values[0], f(last)
+        if self.safe:
+            new = _select(f_last < best_f, last, best)
+        else:
+            new = last
+        tol = 1e3 * jnp.finfo(ll.dtype).eps * (1.0 + jnp.abs(f_old))
+        status = flag(f_last > f_old + tol, Status.Q_DECREASED)
+        return new, state, ll, status
+
+
+def _select(pred, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def _has_cached_value(state) -> bool:
+    """Whether the optimizer state stores the objective (line searches: ``value`` and ``grad``)."""
+    try:
+        return optax.tree.get(state, "value") is not None
+    except KeyError:  # several line searches in one chain: do not use the cache
+        return False
+
+
+def _invalidate_cache(state):
+    """Mark a cached objective value stale: Q changes with the posterior at every EM iteration, so
+    `optax.value_and_grad_from_state` must recompute it (it does when the value is inf)."""
+    if not _has_cached_value(state):
+        return state
+    value = optax.tree.get(state, "value")
+    return optax.tree.set(state, value=jnp.full_like(value, jnp.inf))
