@@ -9,4 +9,15 @@ from ._status import describe_status as describe_status
 from .models import GaussianMixture as GaussianMixture
 from .models import GaussianMixtureParams as GaussianMixtureParams
 
+# Latent-variable families beyond Gaussian mixtures (issue 4).
+from .models import BernoulliMixture as BernoulliMixture
+from .models import BernoulliMixtureParams as BernoulliMixtureParams
+from .models import FactorAnalysis as FactorAnalysis
+from .models import FactorAnalysisParams as FactorAnalysisParams
+from .models import LatentFactorPosterior as LatentFactorPosterior
+from .models import PoissonMixture as PoissonMixture
+from .models import PoissonMixtureParams as PoissonMixtureParams
+from .models import PPCA as PPCA
+from .models import PPCAParams as PPCAParams
+
 __version__ = "0.1.0"
