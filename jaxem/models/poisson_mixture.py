@@ -70,8 +70,12 @@ class PoissonMixture(ProductMixture):
         lam = self._clip(params.rates)
         c = jnp.log(params.weights) - jnp.sum(lam, 1)
         log_lam = jnp.log(lam)
+        # Γ at max(x, 0) + 1: a negative count then gives a finite (meaningless) value, which the
+        # fused step reports as INVALID_INPUT instead of as a non-finite likelihood.
         return lambda X: (
-            X @ log_lam.T + c[None] - jnp.sum(jax.scipy.special.gammaln(X + 1.0), 1)[:, None]
+            X @ log_lam.T
+            + c[None]
+            - jnp.sum(jax.scipy.special.gammaln(jnp.maximum(X, 0.0) + 1.0), 1)[:, None]
         )
 
     def _draw(self, key, rates):
