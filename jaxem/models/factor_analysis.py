@@ -29,6 +29,8 @@ class FactorAnalysis(LinearGaussian):
     (μ estimated jointly with W, see ``_linear_gaussian``). log p(x) uses
     |C| = |Ψ| |G| and C⁻¹ = Ψ⁻¹ - Ψ⁻¹ W G⁻¹ Wᵀ Ψ⁻¹ for C = WWᵀ + Ψ: O(N D q), no D x D matrix.
     Each ψ_d is floored at 10·eps times the mean feature variance (Heywood cases stay finite).
+    The posterior is a `LatentFactorPosterior` (means (N, q), shared covariance (q, q)).
+    `jaxem.fit` requires at least ``n_components`` rows with positive weight and `init` at least 2.
 
     Args:
       n_components: q, the number of factors (1 <= q <= D).
