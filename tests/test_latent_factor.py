@@ -122,7 +122,11 @@ def test_woodbury_quantities_match_dense_algebra(model):
     new, ll0, _ = model.em_update(p, jnp.asarray(X), jnp.ones(30))
     np.testing.assert_allclose(float(ll0), dense_ll.sum(), rtol=1e-11)
     assert float(model.log_likelihood(new, X)) > float(ll0)
-    assert model.n_parameters(p) == (5 + 10 - 1 + (1 if isinstance(model, jaxem.PPCA) else 5))
+    n_par = 5 + 10 - 1 + (1 if isinstance(model, jaxem.PPCA) else 5)
+    assert model.n_parameters(p) == n_par
+    np.testing.assert_allclose(float(model.bic(p, X)), -2 * dense_ll.sum() + n_par * np.log(30),
+                               rtol=1e-11)
+    np.testing.assert_allclose(float(model.aic(p, X)), -2 * dense_ll.sum() + 2 * n_par, rtol=1e-11)
 
 
 @pytest.mark.parametrize("model", [jaxem.PPCA(2), jaxem.FactorAnalysis(2)], ids=["ppca", "fa"])
