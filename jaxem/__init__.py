@@ -1,17 +1,24 @@
 """jaxem: differentiable Expectation-Maximization in JAX."""
 
 from ._elbo import elbo as elbo
+from ._fisher import fisher_score as fisher_score
 from ._fit import FitResult as FitResult
 from ._fit import fit as fit
+from ._mixture import MixtureModel as MixtureModel
 from ._mstep import ClosedFormMStep as ClosedFormMStep
+from ._mstep import GradientMStep as GradientMStep
 from ._status import Status as Status
 from ._status import describe_status as describe_status
+from .models import BernoulliMixture as BernoulliMixture
+from .models import BernoulliMixtureParams as BernoulliMixtureParams
+from .models import FactorAnalysis as FactorAnalysis
+from .models import FactorAnalysisParams as FactorAnalysisParams
 from .models import GaussianMixture as GaussianMixture
 from .models import GaussianMixtureParams as GaussianMixtureParams
-
-# generalized EM (issue 3)
-from ._fisher import fisher_score as fisher_score
-from ._mixture import MixtureModel as MixtureModel
-from ._mstep import GradientMStep as GradientMStep
+from .models import LatentFactorPosterior as LatentFactorPosterior
+from .models import PoissonMixture as PoissonMixture
+from .models import PoissonMixtureParams as PoissonMixtureParams
+from .models import PPCA as PPCA
+from .models import PPCAParams as PPCAParams
 
 __version__ = "0.1.0"

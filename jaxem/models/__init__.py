@@ -2,3 +2,14 @@
 
 from .gaussian_mixture import GaussianMixture as GaussianMixture
 from .gaussian_mixture import GaussianMixtureParams as GaussianMixtureParams
+
+# Latent-variable families beyond Gaussian mixtures (issue 4).
+from ._linear_gaussian import LatentFactorPosterior as LatentFactorPosterior
+from .bernoulli_mixture import BernoulliMixture as BernoulliMixture
+from .bernoulli_mixture import BernoulliMixtureParams as BernoulliMixtureParams
+from .factor_analysis import FactorAnalysis as FactorAnalysis
+from .factor_analysis import FactorAnalysisParams as FactorAnalysisParams
+from .poisson_mixture import PoissonMixture as PoissonMixture
+from .poisson_mixture import PoissonMixtureParams as PoissonMixtureParams
+from .ppca import PPCA as PPCA
+from .ppca import PPCAParams as PPCAParams
