@@ -118,3 +118,44 @@ def test_unconverged_fit_is_reported():
     r = jaxem.fit(model, p0, X0, tol=1e-12, max_iter=3)
     assert int(r.status) & jaxem.Status.MAX_ITER_REACHED
     assert "approximate" in jaxem.describe_status(r.status)
+
+
+def test_ppca_implicit_gradient_matches_finite_differences(iris):
+    """PPCA's fixed points form a manifold (W -> W R); rotation-invariant outputs are well defined."""
+    X = iris[:60]
+    model = jaxem.PPCA(2)
+    p0 = model.init(jax.random.key(0), X)
+
+    @jax.jit
+    def loss(X):
+        r = jaxem.fit(model, p0, X, tol=0, max_iter=3000)
+        W = r.params.W
+        return (jnp.sum((W @ W.T) ** 2) + r.params.noise_variance + jnp.sum(r.params.mean ** 2)
+                + r.log_likelihood)
+
+    g = jax.grad(loss)(X)
+    v = np.random.default_rng(0).normal(size=X.shape)
+    fd = _central_difference(loss, X, v)
+    assert abs(np.sum(g * v) - fd) <= 1e-6 * abs(fd)
+
+
+def test_mixture_model_gradient_m_step_implicit_gradient():
+    """Generalized EM: the fixed point is a stationary point of the likelihood (root of its gradient)."""
+    import optax
+    from test_generalized_em import GMM, MM, to_constrained, to_unconstrained
+
+    X, labels = blobs(2, n=80, d=2, k=3, spread=4)
+    u0 = to_unconstrained(GMM.m_step(jax.nn.one_hot(labels, 3, dtype=X.dtype), X))
+    # L-BFGS restarted each M-step drives the score to ~1e-13 within 300 iterations.
+    m_step = jaxem.GradientMStep(optax.lbfgs(), num_steps=10, reset_state=True)
+
+    @jax.jit
+    def loss(X):
+        r = jaxem.fit(MM, u0, X, m_step=m_step, tol=0, max_iter=300)
+        c = to_constrained(r.params)
+        return jnp.sum(c.means ** 2) + jnp.sum(c.covariances) + jnp.sum(c.weights ** 2) + r.log_likelihood
+
+    g = jax.grad(loss)(X)
+    v = np.random.default_rng(0).normal(size=X.shape)
+    fd = _central_difference(loss, X, v)
+    assert abs(np.sum(g * v) - fd) <= 1e-6 * abs(fd)
