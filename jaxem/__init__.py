@@ -9,4 +9,9 @@ from ._status import describe_status as describe_status
 from .models import GaussianMixture as GaussianMixture
 from .models import GaussianMixtureParams as GaussianMixtureParams
 
+# issue 7: restarts, progress, model selection (jaxem.sklearn is a submodule, imported on demand)
+from ._restarts import fit_restarts as fit_restarts
+from ._select import SelectionResult as SelectionResult
+from ._select import select_n_components as select_n_components
+
 __version__ = "0.1.0"
