@@ -30,7 +30,6 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 
-from ._fit import fit as _fit
 from ._restarts import fit_restarts
 from ._status import FATAL, describe_status
 from .models.gaussian_mixture import GaussianMixture as _GMM
@@ -43,23 +42,24 @@ __all__ = ["GaussianMixture"]
 @functools.partial(jax.jit, static_argnames=("model", "n_init", "init_method", "max_iter", "progress"))
 def _fit_from_key(key, X, w, tol, given, *, model, n_init, init_method, max_iter, progress):
     def init_fn(k):
-        if all(g is not None for g in given):
+        if init_method is None:  # every parameter given (or a warm start)
             return GaussianMixtureParams(*given)
-        p = model.init(k, X, w, method=init_method)
+        p = _init(model, k, X, w, init_method)
         return GaussianMixtureParams(*(p if g is None else g for p, g in zip(p, given)))
 
     return fit_restarts(model, key, X, n_init, weights=w, init_fn=init_fn, max_iter=max_iter,
                         tol=tol, progress=progress)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_iter", "progress"))
-def _fit_from_params(params, X, w, tol, *, model, max_iter, progress):
-    return _fit(model, params, X, weights=w, max_iter=max_iter, tol=tol, progress=progress)
+def _init(model, key, X, w, init_method):
+    if model.n_components == 1:  # every init method gives all-ones responsibilities: skip k-means
+        return model.m_step(jnp.ones((X.shape[0], 1), X.dtype), X, w)
+    return model.init(key, X, w, method=init_method)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "init_method"))
 def _init_only(key, X, w, given, *, model, init_method):
-    p = model.init(key, X, w, method=init_method)
+    p = _init(model, key, X, w, init_method)
     return GaussianMixtureParams(*(p if g is None else g for p, g in zip(p, given)))
 
 
@@ -172,19 +172,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         with _precision(X.dtype):
             key = jax.random.key(seed)
             res = None
-            if warm:
-                params = GaussianMixtureParams(self.weights_, self.means_, self.covariances_)
-                params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, X.dtype), params)
-                if self.max_iter > 0:
-                    res = _fit_from_params(params, Xp, wp, self.tol, model=model,
-                                           max_iter=self.max_iter, progress=self.verbose > 0)
-            elif self.max_iter == 0:  # scikit-learn: max_iter=0 returns the initial parameters
-                params = _init_only(key, Xp, wp, given, model=model, init_method=self.init_params)
+            if warm:  # continue from the fitted parameters
+                given = tuple(np.asarray(a, X.dtype) for a in
+                              (self.weights_, self.means_, self.covariances_))
+                params = GaussianMixtureParams(*given)
+            if self.max_iter == 0:  # scikit-learn: max_iter=0 returns the initial parameters
+                if not warm:
+                    params = _init_only(key, Xp, wp, given, model=model,
+                                        init_method=self.init_params)
             else:
-                n_init = 1 if all(g is not None for g in given) else self.n_init
+                # All starts identical (everything given, a warm start, or K = 1): one member.
+                fixed = all(g is not None for g in given)
+                n_init = 1 if fixed or K == 1 else self.n_init
                 res = _fit_from_key(key, Xp, wp, self.tol, given, model=model, n_init=n_init,
-                                    init_method=self.init_params, max_iter=self.max_iter,
-                                    progress=self.verbose > 0)
+                                    init_method=None if fixed else self.init_params,
+                                    max_iter=self.max_iter, progress=self.verbose > 0)
             if res is not None:
                 jax.effects_barrier()
                 params, res = res.params, jax.tree_util.tree_map(np.asarray, res)
