@@ -55,12 +55,12 @@ def test_batched_equals_fitting_each_K_separately(selection, ct):
         model = jaxem.GaussianMixture(K, ct)
         # The documented start, model.init(restart_keys(key, K, 1)[0], X), taken from the (cached)
         # padded starts of the selection and trimmed back to K components.
-        P = _starts(jax.random.key(0), *as_data(X), model=model, n_init=1, K_max=KS[-1],
-                    method="kmeans")
-        p0 = jax.tree_util.tree_map(lambda a: a[0], P)
+        P = _starts(jax.random.key(0), *as_data(X), n_init=1, K_max=KS[-1], method="kmeans",
+                    models=tuple(jaxem.GaussianMixture(k, ct) for k in KS))
+        p0 = jax.tree_util.tree_map(lambda a: a[m], P)
         p0 = p0._replace(weights=p0.weights[:K], means=p0.means[:K],
                          covariances=p0.covariances if ct == "tied" else p0.covariances[:K])
-        assert np.all(np.asarray(P.weights[0, K:]) == 0.0)
+        assert np.all(np.asarray(P.weights[m, K:]) == 0.0)
         res = fit_one(p0, model)
         ll_sum = float(res.log_likelihood) * n
         p = model.n_parameters(res.params)
