@@ -117,6 +117,22 @@ def test_n_init_best_is_at_least_every_restart(iris):
     assert np.ptp(singles) > 1e-3  # the restarts really differ, so choosing matters
 
 
+def test_estimator_n_init_keeps_its_best_restart(iris):
+    """The estimator's n_init=10 fit scores at least as well as each of its own 10 restarts
+    (reproduced from its seed and its padded data) and equals the best of them."""
+    from jaxem.sklearn import _pad
+
+    est = GaussianMixture(3, n_init=10, init_params="random", random_state=0).fit(iris)
+    seed = np.random.RandomState(0).randint(np.iinfo(np.int32).max)
+    Xp, wp = _pad(iris, np.ones(len(iris)))
+    _, everyone = jaxem.fit_restarts(jaxem.GaussianMixture(3), jax.random.key(seed), Xp, 10,
+                                     weights=wp, init_method="random", return_all=True)
+    lls = np.asarray(everyone.log_likelihood)
+    assert np.ptp(lls) > 1e-3  # the restarts differ
+    assert est.score(iris) >= lls.max() - 1e-10
+    np.testing.assert_allclose(est.score(iris), lls.max(), rtol=0, atol=1e-10)
+
+
 def test_pickle_round_trip(iris):
     est = _pair(iris, 3, "full", **ITER)[0].fit(iris)
     clone = pickle.loads(pickle.dumps(est))
