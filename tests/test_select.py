@@ -1,7 +1,6 @@
 """Model selection: padded components are switched off exactly; one batch equals separate fits."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

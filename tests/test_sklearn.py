@@ -14,7 +14,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import jaxem
-from helpers import blobs, sklearn_precisions
+from helpers import sklearn_precisions
 from jaxem.sklearn import GaussianMixture
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # run subprocesses on this checkout's jaxem
