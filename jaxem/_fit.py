@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from ._adjoint import implicit_params
 from ._mstep import ClosedFormMStep
+from ._progress import with_progress
 from ._status import FATAL, Status, flag
 from ._validate import as_data, status_of_data, validate
 
@@ -99,12 +100,14 @@ def _step(model, updater, X, w, total_w, tol, state: _State) -> _State:
     )
 
 
-def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False,
+def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progress=False,
            final_log_likelihood=True):
     """The bare loop (no validation, no adjoint): returns a `FitResult`."""
     total_w = jnp.sum(w)
     state = _init_state(model, updater, params, X, w, max_iter)
     step = lambda s: _step(model, updater, X, w, total_w, tol, s)
+    if progress:  # Python-level: no callback in the program when off
+        step = with_progress(step, lambda s: _active(s, max_iter), max_iter)
     if unrolled:
         # A bounded scan (reverse-differentiable): inactive iterations leave the state unchanged.
         def body(s, _):
@@ -130,6 +133,7 @@ def fit(
     tol=1e-3,
     m_step=None,
     adjoint: str = "implicit",
+    progress: bool = False,
 ) -> FitResult:
     """Fit ``model`` to ``X`` by EM (Dempster, Laird & Rubin 1977), starting from ``params``.
 
@@ -148,6 +152,8 @@ def fit(
       tol: tolerance on the change of the mean log-likelihood (may be traced); 0 runs ``max_iter``.
       m_step: None for the model's closed form, or a `jaxem.GradientMStep`.
       adjoint: "implicit" (differentiate at the fixed point) or "unrolled" (through the iterations).
+      progress: show a tqdm bar with the current log-likelihood, fed from inside the loop by
+        `jax.debug.callback` (one bar under vmap; nothing is added to the program when False).
 
     Returns:
       A `FitResult`.
@@ -173,7 +179,7 @@ def fit(
         raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
     updater = ClosedFormMStep() if m_step is None else m_step
     tol = jnp.asarray(tol, X.dtype)
-    kw = dict(max_iter=int(max_iter), tol=tol, updater=updater)
+    kw = dict(max_iter=int(max_iter), tol=tol, updater=updater, progress=bool(progress))
     if adjoint == "unrolled":
         return run_em(model, params, X, w, unrolled=True, **kw)
     # Implicit: the loop sees no tangents; derivatives are attached at the fixed point.

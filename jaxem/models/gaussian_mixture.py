@@ -53,7 +53,9 @@ class GaussianMixture(Mixture):
       chunk_size: rows per block of the streamed E/M pass (None: automatic).
 
     A component whose mass N_k falls below 10·eps·Σw keeps its previous mean and covariance (its
-    weight goes to ~0) and the fit reports ``Status.EMPTY_COMPONENT``.
+    weight goes to ~0) and the fit reports ``Status.EMPTY_COMPONENT``. A component whose weight is
+    exactly 0 is switched off: it stays at weight 0 with its mean and covariance unchanged, takes no
+    responsibility, and is not reported as empty (`jaxem.select_n_components` pads K this way).
 
     Example:
       >>> import jax, jaxem
@@ -189,7 +191,11 @@ class GaussianMixture(Mixture):
         eps = 10 * jnp.finfo(dtype).eps
         nk_e = st.nk + eps
         total = jnp.sum(st.nk)
-        weights = nk_e / jnp.sum(nk_e)
+        # A component whose weight is exactly 0 is switched off (padding in model selection): it
+        # keeps weight 0. With no exact zero, nk_on == nk_e and the iterates are unchanged.
+        on = jnp.ones(st.nk.shape, bool) if prev is None else prev.weights > 0
+        nk_on = jnp.where(on, nk_e, 0.0)
+        weights = nk_on / jnp.sum(nk_on)
         d = st.sx / nk_e[:, None]
         means = c + d
         D = d.shape[1]
@@ -199,14 +205,14 @@ class GaussianMixture(Mixture):
             cov = st.sxx / nk_e[:, None, None] - shrink[:, None, None] * d[:, :, None] * d[:, None, :]
             cov = cov + self.reg_covar * jnp.eye(D, dtype=dtype)
         elif ct == "tied":
-            cov = (st.sxx - jnp.einsum("k,kd,ke->de", nk_e, d, d)) / jnp.sum(nk_e)
+            cov = (st.sxx - jnp.einsum("k,kd,ke->de", nk_on, d, d)) / jnp.sum(nk_on)
             cov = cov + self.reg_covar * jnp.eye(D, dtype=dtype)
         else:
             cov = st.sxx / nk_e[:, None] - shrink[:, None] * d * d + self.reg_covar
             if ct == "spherical":
                 cov = jnp.mean(cov, 1)
         empty = st.nk < eps * total
-        status = flag(jnp.any(empty), Status.EMPTY_COMPONENT)
+        status = flag(jnp.any(empty & on), Status.EMPTY_COMPONENT)
         if prev is not None:
             means = jnp.where(empty[:, None], prev.means, means)
             if ct != "tied":

@@ -1,0 +1,210 @@
+"""jaxem.sklearn.GaussianMixture: scikit-learn's own estimator checks, and agreement with scikit-learn."""
+
+import functools
+import pathlib
+import pickle
+import subprocess
+import sys
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import jaxem
+from helpers import sklearn_precisions
+from jaxem.sklearn import GaussianMixture
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # run subprocesses on this checkout's jaxem
+
+
+# The configuration scikit-learn itself uses when it runs these checks on its GaussianMixture
+# (sklearn/utils/_test_common/instance_generator.py: n_init=2, max_iter=5). Two checks are skipped
+# by scikit-learn itself in this environment (not by us): check_sample_weights_pandas_series
+# (pandas is not installed) and check_array_api_input (SCIPY_ARRAY_API is not set).
+@parametrize_with_checks([GaussianMixture(n_init=2, max_iter=5)])
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter=5 rarely converges
+        check(estimator)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Digits reduced to 5 principal components of its first 500 rows: the raw 64 pixels include
+    constant columns (singular full covariances, which both libraries only survive through
+    reg_covar) and would break the D <= 5 budget of this shared machine; the PCA scores are real,
+    correlated, multimodal data of the same images."""
+    from sklearn.datasets import load_digits
+    from sklearn.decomposition import PCA
+
+    return PCA(5, random_state=0).fit_transform(load_digits().data[:500])
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _init(key, X, model):
+    return model.init(key, X)
+
+
+_STARTS = {}
+
+
+def _start(X, K, ct):
+    """A k-means start, computed once per (data, K, type) for the whole module."""
+    key = (X.tobytes(), K, ct)
+    if key not in _STARTS:
+        _STARTS[key] = _init(jax.random.key(0), X, model=jaxem.GaussianMixture(K, ct))
+    return _STARTS[key]
+
+
+def _pair(X, K, ct, **kw):
+    """jaxem's and scikit-learn's estimators given the same weights/means/precisions_init."""
+    from sklearn.mixture import GaussianMixture as SK
+
+    p0 = _start(X, K, ct)
+    init = dict(weights_init=np.asarray(p0.weights), means_init=np.asarray(p0.means),
+                precisions_init=sklearn_precisions(p0, ct))
+    return GaussianMixture(K, covariance_type=ct, **init, **kw), SK(K, covariance_type=ct, **init, **kw)
+
+
+CASES = [("iris", 3, "full"), ("iris", 3, "diag"), ("wine", 3, "full"), ("digits", 4, "full")]
+CASES += [pytest.param("iris", 3, ct, marks=pytest.mark.slow) for ct in ["spherical", "tied"]]
+ITER = dict(max_iter=200)  # one static max_iter: these tests share compiled programs (tol is traced)
+
+
+@pytest.mark.parametrize("dataset,K,ct", CASES)
+def test_same_score_and_predictions_as_sklearn(request, dataset, K, ct):
+    X = request.getfixturevalue(dataset)
+    ours, theirs = _pair(X, K, ct, tol=1e-4, **ITER)
+    labels = ours.fit_predict(X)
+    theirs.fit(X)
+    assert ours.converged_ and theirs.converged_
+    assert ours.n_iter_ == theirs.n_iter_
+    # Same iterates from the same start: differences are float64 round-off (~1e-12), but they grow
+    # over up to 200 iterations, hence 1e-8.
+    np.testing.assert_allclose(ours.score(X), theirs.score(X), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.score_samples(X), theirs.score_samples(X), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(labels, theirs.predict(X))
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-7)
+    for name in ["weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"]:
+        np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-6,
+                                   atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(ours.bic(X), theirs.bic(X), rtol=1e-10)
+    np.testing.assert_allclose(ours.aic(X), theirs.aic(X), rtol=1e-10)
+    # sample() draws with NumPy exactly as scikit-learn does.
+    ours.random_state = theirs.random_state = 0
+    (xs, ys), (xt, yt) = ours.sample(40), theirs.sample(40)
+    np.testing.assert_array_equal(ys, yt)
+    np.testing.assert_allclose(xs, xt, rtol=1e-6, atol=1e-8)
+
+
+def test_n_init_best_is_at_least_every_restart(iris):
+    """The batched best equals the best of 10 independent sequential fits from the same starts."""
+    model = jaxem.GaussianMixture(3, "full")
+    key = jax.random.key(7)
+    best, everyone = jax.jit(lambda k: jaxem.fit_restarts(
+        model, k, iris, 10, init_method="random", return_all=True, max_iter=100))(key)
+    single = jax.jit(lambda k: jaxem.fit(model, model.init(k, iris, method="random"), iris,
+                                         max_iter=100).log_likelihood)
+    singles = np.asarray([single(k) for k in jax.random.split(key, 10)])  # one compile, 10 runs
+    np.testing.assert_allclose(everyone.log_likelihood, singles, rtol=0, atol=1e-9)
+    assert float(best.log_likelihood) >= singles.max() - 1e-12
+    assert np.ptp(singles) > 1e-3  # the restarts really differ, so choosing matters
+
+
+def test_estimator_n_init_keeps_its_best_restart(iris):
+    """The estimator's n_init=10 fit scores at least as well as each of its own 10 restarts
+    (reproduced from its seed and its padded data) and equals the best of them."""
+    from jaxem.sklearn import _pad
+
+    est = GaussianMixture(3, n_init=10, init_params="random", random_state=0).fit(iris)
+    seed = np.random.RandomState(0).randint(np.iinfo(np.int32).max)
+    Xp, wp = _pad(iris, np.ones(len(iris)))
+    _, everyone = jaxem.fit_restarts(jaxem.GaussianMixture(3), jax.random.key(seed), Xp, 10,
+                                     weights=wp, init_method="random", return_all=True)
+    lls = np.asarray(everyone.log_likelihood)
+    assert np.ptp(lls) > 1e-3  # the restarts differ
+    assert est.score(iris) >= lls.max() - 1e-10
+    np.testing.assert_allclose(est.score(iris), lls.max(), rtol=0, atol=1e-10)
+
+
+def test_pickle_round_trip(iris):
+    est = _pair(iris, 3, "full", **ITER)[0].fit(iris)
+    clone = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(clone.predict(iris), est.predict(iris))
+    assert clone.score(iris) == est.score(iris)
+    assert clone.get_params().keys() == est.get_params().keys()
+    assert clone.fit(iris).score(iris) == pytest.approx(est.score(iris), abs=1e-12)
+
+
+def test_convergence_warning(iris):
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        est = _pair(iris, 3, "full", tol=0.0, **ITER)[0].fit(iris)
+    assert not est.converged_ and est.n_iter_ == 200 and len(est.lower_bounds_) == 200
+
+
+def test_sample_weight_equals_duplicated_rows(iris):
+    """Integer weights = repeated rows: ours weighted vs scikit-learn (no weights) on repeats."""
+    counts = np.random.default_rng(0).integers(1, 4, iris.shape[0])
+    ours, theirs = _pair(iris, 3, "full", tol=1e-6, **ITER)
+    ours.fit(iris, sample_weight=counts.astype(float))
+    theirs.fit(np.repeat(iris, counts, axis=0))
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-8)
+    np.testing.assert_allclose(ours.covariances_, theirs.covariances_, rtol=1e-7)
+    # the weighted mean log-likelihood equals the mean over the repeated rows
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=0, atol=1e-8)
+
+
+def test_warm_start_continues_the_fit(iris):
+    """A warm-started second fit continues from the first, as scikit-learn's (tol=0: fixed count,
+    so the one documented difference, the first iteration's convergence test, does not arise)."""
+    ours, theirs = _pair(iris, 3, "full", tol=0.0, warm_start=True, **ITER)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(iris).fit(iris)
+        theirs.fit(iris).fit(iris)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-7)
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=0, atol=1e-8)
+
+
+def test_float64_without_global_x64(iris):
+    """With x64 off, float64 input is still fitted in float64 (it matches scikit-learn to 1e-10,
+    which float32 cannot) and the flag is left off; float32 input stays float32. (The conftest
+    turns x64 on globally; `jax.enable_x64(False)` switches it off for this test's thread.)"""
+    from sklearn.mixture import GaussianMixture as SK
+
+    init = dict(means_init=iris[[0, 60, 120]], random_state=0)
+    with jax.enable_x64(False):
+        ours = GaussianMixture(3, **init).fit(iris)
+        assert ours.means_.dtype == np.float64 and ours.score_samples(iris).dtype == np.float64
+        assert not jax.config.jax_enable_x64
+        f32 = GaussianMixture(3, **init).fit(iris.astype(np.float32))
+        assert f32.means_.dtype == np.float32
+        assert not jax.config.jax_enable_x64
+    theirs = SK(3, **init).fit(iris)
+    assert abs(ours.score(iris) - theirs.score(iris)) < 1e-10
+    assert abs(f32.score(iris) - theirs.score(iris)) < 1e-3  # float32: agrees only to ~1e-5
+
+
+def test_bad_init_parameters_raise(iris):
+    with pytest.raises(ValueError, match="normalized"):
+        GaussianMixture(2, weights_init=[0.5, 0.6]).fit(iris)
+    with pytest.raises(ValueError, match="shape"):
+        GaussianMixture(2, means_init=np.zeros((3, 4))).fit(iris)
+    with pytest.raises(ValueError, match="positive-definite"):
+        GaussianMixture(2, precisions_init=-np.stack([np.eye(4)] * 2)).fit(iris)
+    with pytest.raises(ValueError, match="sample_weight"):
+        GaussianMixture(3).fit(iris, sample_weight=np.r_[1.0, 1.0, np.zeros(148)])
+
+
+def test_importing_jaxem_does_not_import_sklearn():
+    code = "import sys, jaxem; assert 'sklearn' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
