@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -179,7 +180,22 @@ def fit(
         raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
     updater = ClosedFormMStep() if m_step is None else m_step
     tol = jnp.asarray(tol, X.dtype)
-    kw = dict(max_iter=int(max_iter), tol=tol, updater=updater, progress=bool(progress))
+    static = dict(max_iter=int(max_iter), updater=updater, adjoint=adjoint, progress=bool(progress))
+    if _hashable(model) and _hashable(updater):
+        return _fit_compiled(model, params, X, w, tol, **static)
+    return _fit_impl(model, params, X, w, tol, **static)  # unhashable user objects: no cache
+
+
+def _hashable(x) -> bool:
+    try:
+        hash(x)
+        return True
+    except TypeError:
+        return False
+
+
+def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress):
+    kw = dict(max_iter=max_iter, tol=tol, updater=updater, progress=progress)
     if adjoint == "unrolled":
         return run_em(model, params, X, w, unrolled=True, **kw)
     # Implicit: the loop sees no tangents; derivatives are attached at the fixed point.
@@ -187,3 +203,10 @@ def fit(
     r = run_em(model, sg(params), sg(X), sg(w), final_log_likelihood=False, **kw)
     theta = implicit_params(model, r.params, X, w, updater=updater)
     return r._replace(params=theta, log_likelihood=model.log_likelihood(theta, X, w) / jnp.sum(w))
+
+
+# Compiled once per (model, shapes, static options) and reused by eager calls; inside a caller's
+# jit/vmap/grad it is simply inlined. (The loop's closures are rebuilt on every call, so without this
+# every eager call of `fit` would compile the loop again.)
+_fit_compiled = functools.partial(
+    jax.jit, static_argnames=("model", "max_iter", "updater", "adjoint", "progress"))(_fit_impl)

@@ -6,6 +6,7 @@ M-step, as scikit-learn's ``init_params`` does.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -76,7 +77,22 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 100):
     return centers, labels
 
 
+# Compiled once per shape and method: eager `model.init` calls would otherwise recompile the k-means
+# loop on every call (its closures are new each time). Inlined under a caller's jit.
+@functools.partial(jax.jit, static_argnames=("n_components", "method"))
+def _initial_responsibilities(key, X, w, n_components: int, method: str):
+    return _responsibilities(key, X, w, n_components, method)
+
+
 def initial_responsibilities(key, X, w, n_components: int, method: str = "kmeans"):
+    """``(N, K)`` starting responsibilities by scikit-learn's ``init_params`` rules (see
+    `_responsibilities`); raises ValueError for an unknown method."""
+    if method not in INIT_METHODS:
+        raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
+    return _initial_responsibilities(key, X, w, n_components=int(n_components), method=method)
+
+
+def _responsibilities(key, X, w, n_components: int, method: str = "kmeans"):
     """``(N, K)`` starting responsibilities by scikit-learn's ``init_params`` rules.
 
     - ``"kmeans"``: one-hot labels of weighted k-means (k-means++ seeding then Lloyd).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .._chunk import chunked_map, chunked_sum
 from .._validate import as_data
 
 
@@ -89,10 +90,35 @@ class Mixture(Model):
         w = jnp.ones(r.shape[0], r.dtype) if weights is None else jnp.asarray(weights, r.dtype)
         return jnp.sum(w * h)
 
+    # Streamed evaluation: families precompute per-parameter quantities (Cholesky factors, logs) in
+    # `_log_joint_fn` once, and the rows are visited in blocks of `chunk_size` (see `jaxem._chunk`).
+    chunk_size = None
+
+    def _log_joint_fn(self, params):
+        """``X_block -> (n, K)`` log joint at ``params``."""
+        return lambda X: self.log_joint_matrix(params, X)
+
+    def _width(self, X) -> int:
+        """Widest per-row intermediate of `_log_joint_fn` (sets the automatic chunk size)."""
+        return self.n_components
+
     def score_samples(self, params, X):
         """``(N,)`` per-sample log p(x_n | params)."""
         X, _ = as_data(X, None, self.n_features(params))
-        return jax.scipy.special.logsumexp(self.log_joint_matrix(params, X), axis=1)
+        lj = self._log_joint_fn(params)
+        return chunked_map(lambda x: jax.scipy.special.logsumexp(lj(x), axis=1), X,
+                           self.chunk_size, self._width(X))
+
+    def log_likelihood(self, params, X, weights=None):
+        """Weighted sum over samples of log p(x_n | params), streamed over row blocks."""
+        X, w = as_data(X, weights, self.n_features(params))
+        lj = self._log_joint_fn(params)
+
+        def block(x, wb):
+            lse = jax.scipy.special.logsumexp(lj(x), axis=1)
+            return jnp.sum(jnp.where(wb > 0, wb * lse, 0.0))
+
+        return chunked_sum(block, X, w, self.chunk_size, self._width(X))
 
     def predict_proba(self, params, X):
         """``(N, K)`` responsibilities p(z_n = k | x_n)."""

@@ -41,16 +41,6 @@ class ProductMixture(Mixture):
         """(N, K) log π_k + Σ_d log p(x_nd | θ_kd)."""
         return self._log_joint_fn(params)(X)
 
-    def log_likelihood(self, params, X, weights=None):
-        X, w = as_data(X, weights, self.n_features(params))
-        lj = self._log_joint_fn(params)
-
-        def chunk(x, wc):
-            lse = jax.scipy.special.logsumexp(lj(x), axis=1)
-            return jnp.sum(jnp.where(wc > 0, wc * lse, 0.0))
-
-        return chunked_sum(chunk, X, w, self.chunk_size, self.n_components)
-
     # --- data checks ----------------------------------------------------------------------------
     def check_data(self, X) -> None:
         """ValueError (outside jit) if X is outside the family's support."""

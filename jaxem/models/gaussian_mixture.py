@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._chunk import chunked_map, chunked_sum
+from .._chunk import chunked_sum
 from .._init import initial_responsibilities
 from .._status import Status, flag
 from .._validate import as_data, validate
@@ -151,22 +151,6 @@ class GaussianMixture(Mixture):
     def log_joint_matrix(self, params, X):
         """(N, K) log π_k + log N(x_n | μ_k, Σ_k)."""
         return self._log_joint_fn(params)(X)
-
-    def score_samples(self, params, X):
-        X, _ = as_data(X, None, self.n_features(params))
-        lj = self._log_joint_fn(params)
-        return chunked_map(lambda x: jax.scipy.special.logsumexp(lj(x), axis=1), X,
-                           self.chunk_size, self._width(X))
-
-    def log_likelihood(self, params, X, weights=None):
-        X, w = as_data(X, weights, self.n_features(params))
-        lj = self._log_joint_fn(params)
-
-        def chunk(x, wc):
-            lse = jax.scipy.special.logsumexp(lj(x), axis=1)
-            return jnp.sum(jnp.where(wc > 0, wc * lse, 0.0))
-
-        return chunked_sum(chunk, X, w, self.chunk_size, self._width(X))
 
     # --- sufficient statistics and M-step -------------------------------------------------------
     def _width(self, X):

@@ -1,0 +1,269 @@
+"""jaxem against scikit-learn and gmmx, measured in one run on this machine.
+
+    pip install -e ".[bench]" && python benchmarks/run.py            # full run (~10 min on 2 cores)
+    python benchmarks/run.py --quick                                  # smaller sizes, for a smoke test
+
+Sections (issue 6):
+  1. steady-state time per EM iteration, full covariance (compile excluded): (t(11 iters) - t(1)) / 10,
+     best of 3, every library started from the same parameters;
+  2. end-to-end time of a fit as a user runs it (init + fit to tol=1e-3, compile included);
+  3. throughput of 2,000 small fits (N=500, D=2, K=3): one vmapped call vs a Python loop;
+  4. peak RSS of a fit at N=2,000,000, D=16, K=16, float32 (child processes), against the size of X;
+  5. achieved FLOP/s per EM iteration against this machine's dense matmul rate.
+gmmx is skipped where it cannot run (it is not installed, or it cannot vmap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+os.environ.setdefault("XLA_FLAGS", "")
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+
+import jaxem  # noqa: E402
+
+try:
+    import gmmx
+except ImportError:  # optional peer
+    gmmx = None
+
+warnings.filterwarnings("ignore")
+
+
+def _now(fn):
+    t = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out)
+    return time.perf_counter() - t
+
+
+def best_of(fn, repeat=3):
+    return min(_now(fn) for _ in range(repeat))
+
+
+def make_data(N, D, K, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(K, D)) * 3.0
+    X = centers[rng.integers(0, K, N)] + rng.normal(size=(N, D))
+    return X.astype(dtype)
+
+
+def start(X, K):
+    model = jaxem.GaussianMixture(K, "full")
+    return jax.jit(model.init, static_argnames="method")(jax.random.key(0), X,
+                                                        method="random_from_data")
+
+
+# --- 1. per iteration -----------------------------------------------------------------------------
+def per_iter_jaxem(X, p0, K):
+    model = jaxem.GaussianMixture(K, "full")
+    fits = {n: jax.jit(lambda p, x, n=n: jaxem.fit(model, p, x, max_iter=n, tol=0)) for n in (1, 11)}
+    for f in fits.values():
+        jax.block_until_ready(f(p0, X))
+    return (best_of(lambda: fits[11](p0, X)) - best_of(lambda: fits[1](p0, X))) / 10
+
+
+def per_iter_sklearn(X, p0, K):
+    from sklearn.mixture import GaussianMixture as SK
+
+    prec = np.linalg.inv(np.asarray(p0.covariances, np.float64))
+    def fit(n):
+        return SK(K, weights_init=np.asarray(p0.weights, np.float64), means_init=np.asarray(p0.means),
+                  precisions_init=prec, max_iter=n, tol=0, init_params="random_from_data",
+                  random_state=0).fit(X)
+    return (best_of(lambda: fit(11), 2) - best_of(lambda: fit(1), 2)) / 10
+
+
+def per_iter_gmmx(X, p0, K):
+    if gmmx is None:
+        return float("nan")
+    g = gmmx.GaussianMixtureModelJax.from_squeezed(
+        means=jnp.asarray(p0.means), covariances=jnp.asarray(p0.covariances),
+        weights=jnp.asarray(p0.weights))
+    x = jnp.asarray(X)
+    fitters = {n: gmmx.EMFitter(max_iter=n, tol=0.0) for n in (1, 11)}
+    for f in fitters.values():
+        f.fit(x, g)
+    return (best_of(lambda: fitters[11].fit(x, g).log_likelihood)
+            - best_of(lambda: fitters[1].fit(x, g).log_likelihood)) / 10
+
+
+def section_per_iteration(sizes, rows):
+    print("\n1. Time per EM iteration, full covariance (ms; compile excluded)")
+    print(f"{'N':>9} {'D':>3} {'K':>3} {'dtype':>8} {'jaxem':>9} {'sklearn':>9} {'gmmx':>9}"
+          f" {'sk/jaxem':>9} {'gmmx/jaxem':>11}")
+    for N, D, K, dtype in sizes:
+        X = make_data(N, D, K, dtype)
+        p0 = start(X, K)
+        tj = per_iter_jaxem(X, p0, K)
+        ts = per_iter_sklearn(X.astype(np.float64), p0, K) if dtype == np.float64 else float("nan")
+        tg = per_iter_gmmx(X, p0, K)
+        flops = 4.0 * N * K * D * D
+        rows.append(dict(section="per_iter", N=N, D=D, K=K, dtype=np.dtype(dtype).name, jaxem=tj,
+                         sklearn=ts, gmmx=tg, gflops=flops / tj / 1e9))
+        print(f"{N:>9} {D:>3} {K:>3} {np.dtype(dtype).name:>8} {tj*1e3:>9.1f} {ts*1e3:>9.1f}"
+              f" {tg*1e3:>9.1f} {ts/tj:>8.1f}x {tg/tj:>10.1f}x")
+
+
+# --- 2. end to end --------------------------------------------------------------------------------
+def section_end_to_end(N, D, K, rows):
+    from sklearn.mixture import GaussianMixture as SK
+
+    X = make_data(N, D, K, np.float64, seed=1)
+    model = jaxem.GaussianMixture(K, "full")
+
+    def run_jaxem():
+        f = jax.jit(lambda key, x: jaxem.fit(model, model.init(key, x), x, tol=1e-3))
+        return f(jax.random.key(0), X)
+
+    compile_s = _now(lambda: jax.jit(
+        lambda key, x: jaxem.fit(model, model.init(key, x), x, tol=1e-3)).lower(
+            jax.random.key(0), X).compile() and 0)
+    t_j = _now(run_jaxem)  # a fresh jit: includes tracing and compiling
+    r = run_jaxem()
+    t_s = _now(lambda: SK(K, tol=1e-3, random_state=0).fit(X))
+    sk = SK(K, tol=1e-3, random_state=0).fit(X)
+    t_g = float("nan")
+    if gmmx is not None:
+        t_g = _now(lambda: gmmx.GaussianMixtureSKLearn(K, tol=1e-3, random_state=0).fit(X)._gmm.means)
+    rows.append(dict(section="end_to_end", N=N, D=D, K=K, jaxem=t_j, compile=compile_s, sklearn=t_s,
+                     gmmx=t_g))
+    print(f"\n2. End-to-end fit (init + EM to tol=1e-3, compile included), N={N} D={D} K={K} float64")
+    print(f"   jaxem {t_j:.2f} s (compile alone {compile_s:.2f} s; {int(r.n_iter)} iterations, "
+          f"score {float(r.log_likelihood):.4f})")
+    print(f"   sklearn {t_s:.2f} s ({sk.n_iter_} iterations, score {sk.score(X):.4f}); "
+          f"gmmx {t_g:.2f} s;  sklearn/jaxem = {t_s / t_j:.1f}x")
+
+
+# --- 3. many small fits ---------------------------------------------------------------------------
+def section_small_fits(B, N, D, K, rows):
+    from sklearn.mixture import GaussianMixture as SK
+
+    rng = np.random.default_rng(2)
+    Xs = np.stack([make_data(N, D, K, np.float64, seed=s) for s in range(B)])
+    model = jaxem.GaussianMixture(K, "full")
+
+    def one(key, x):
+        return jaxem.fit(model, model.init(key, x), x, tol=1e-3)
+
+    keys = jax.random.split(jax.random.key(0), B)
+    batched = jax.jit(jax.vmap(one))
+    t_first = _now(lambda: batched(keys, Xs))  # includes compile
+    t_steady = best_of(lambda: batched(keys, Xs), 2)
+    n_loop = min(B, 100)
+    t_sk = _now(lambda: [SK(K, tol=1e-3, random_state=i).fit(Xs[i]) for i in range(n_loop)])
+    t_sk_all = t_sk * B / n_loop
+    rows.append(dict(section="small_fits", B=B, jaxem_steady=t_steady, jaxem_first=t_first,
+                     sklearn=t_sk_all))
+    print(f"\n3. {B} fits of N={N} D={D} K={K} (init + EM to tol=1e-3)")
+    print(f"   jaxem vmap: {t_steady:.2f} s steady ({B / t_steady:,.0f} fits/s), {t_first:.2f} s with"
+          f" compile")
+    print(f"   sklearn loop: {t_sk_all:.1f} s (timed {n_loop} fits, scaled)  ->  "
+          f"{t_sk_all / t_steady:.0f}x steady, {t_sk_all / t_first:.0f}x with compile")
+
+
+# --- 4. peak memory -------------------------------------------------------------------------------
+def _rss_child(kind, N, D, K):
+    X = make_data(N, D, K, np.float32, seed=3)
+    if kind == "baseline":
+        x = jax.block_until_ready(jnp.asarray(X))
+    elif kind == "jaxem":
+        model = jaxem.GaussianMixture(K, "full")
+        x = jnp.asarray(X)
+        del X
+        p0 = jax.jit(model.init, static_argnames="method")(jax.random.key(0), x,
+                                                          method="random_from_data")
+        jax.block_until_ready(jax.jit(lambda p, x: jaxem.fit(model, p, x, max_iter=5, tol=0))(p0, x))
+    elif kind == "gmmx":
+        model = jaxem.GaussianMixture(K, "full")
+        x = jnp.asarray(X)
+        del X
+        p0 = jax.jit(model.init, static_argnames="method")(jax.random.key(0), x,
+                                                          method="random_from_data")
+        g = gmmx.GaussianMixtureModelJax.from_squeezed(means=p0.means, covariances=p0.covariances,
+                                                       weights=p0.weights)
+        gmmx.EMFitter(max_iter=5, tol=0.0).fit(x, g)
+    print(json.dumps(dict(rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+
+
+def section_memory(N, D, K, rows):
+    x_mb = N * D * 4 / 2**20
+    print(f"\n4. Peak RSS, N={N:,} D={D} K={K} float32 (X is {x_mb:.0f} MB; target < 2 X + 300 MB"
+          f" = {2 * x_mb + 300:.0f} MB)")
+    kinds = ["baseline", "jaxem"] + (["gmmx"] if gmmx is not None else [])
+    out = {}
+    for kind in kinds:
+        res = subprocess.run([sys.executable, __file__, "--rss-child", kind, str(N), str(D), str(K)],
+                             capture_output=True, text=True)
+        try:
+            out[kind] = json.loads(res.stdout.strip().splitlines()[-1])["rss_mb"]
+        except Exception:
+            out[kind] = float("nan")
+            print(f"   {kind}: failed ({res.stderr.strip().splitlines()[-1:]})")
+    for kind, mb in out.items():
+        print(f"   {kind:<9} peak RSS {mb:8.0f} MB  ({mb / x_mb:.2f} x X)")
+    rows.append(dict(section="memory", N=N, x_mb=x_mb, **out))
+
+
+# --- 5. FLOP/s ------------------------------------------------------------------------------------
+def matmul_rate(dtype, n=2048):
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)).astype(dtype))
+    f = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(f(a))
+    return 2 * n**3 / best_of(lambda: f(a), 5)
+
+
+def section_flops(rows):
+    print("\n5. Achieved FLOP/s per EM iteration (4 N K D^2 flops) vs dense matmul on this machine")
+    for dtype in (np.float64, np.float32):
+        rate = matmul_rate(dtype)
+        for r in rows:
+            if r["section"] == "per_iter" and r["dtype"] == np.dtype(dtype).name:
+                print(f"   N={r['N']:>9,} D={r['D']:>2} K={r['K']:>2} {r['dtype']:>8}: "
+                      f"{r['gflops']:6.1f} GFLOP/s = {r['gflops'] * 1e9 / rate:5.1%} of matmul "
+                      f"({rate / 1e9:.1f} GFLOP/s)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rss-child", nargs=4)
+    ap.add_argument("--only", default="12345")
+    args = ap.parse_args()
+    if args.rss_child:
+        kind, N, D, K = args.rss_child
+        return _rss_child(kind, int(N), int(D), int(K))
+    q = args.quick
+    print(f"jaxem {jaxem.__version__}, jax {jax.__version__}, {platform.processor() or platform.machine()}"
+          f", {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    rows = []
+    if "1" in args.only:
+        big = (20_000 if q else 100_000, 16, 16)
+        huge = (100_000 if q else 1_000_000, 8, 8)
+        section_per_iteration([(*big, np.float64), (*big, np.float32), (*huge, np.float64),
+                               (*huge, np.float32)], rows)
+    if "2" in args.only:
+        section_end_to_end(20_000 if q else 100_000, 16, 16, rows)
+    if "3" in args.only:
+        section_small_fits(200 if q else 2000, 500, 2, 3, rows)
+    if "4" in args.only:
+        section_memory(200_000 if q else 2_000_000, 16, 16, rows)
+    if "5" in args.only and "1" in args.only:
+        section_flops(rows)
+
+
+if __name__ == "__main__":
+    main()
