@@ -88,17 +88,18 @@ def per_iter_sklearn(X, p0, K):
 
 
 def per_iter_gmmx(X, p0, K):
-    if gmmx is None:
+    if gmmx is None or X.dtype != np.float32:  # gmmx supports float32 only
         return float("nan")
-    g = gmmx.GaussianMixtureModelJax.from_squeezed(
-        means=jnp.asarray(p0.means), covariances=jnp.asarray(p0.covariances),
-        weights=jnp.asarray(p0.weights))
-    x = jnp.asarray(X)
-    fitters = {n: gmmx.EMFitter(max_iter=n, tol=0.0) for n in (1, 11)}
-    for f in fitters.values():
-        f.fit(x, g)
-    return (best_of(lambda: fitters[11].fit(x, g).log_likelihood)
-            - best_of(lambda: fitters[1].fit(x, g).log_likelihood)) / 10
+    with jax.enable_x64(False):  # gmmx fails when x64 is on
+        g = gmmx.GaussianMixtureModelJax.from_squeezed(
+            means=np.asarray(p0.means), covariances=np.asarray(p0.covariances),
+            weights=np.asarray(p0.weights))
+        x = jnp.asarray(X)
+        fitters = {n: gmmx.EMFitter(max_iter=n, tol=0.0) for n in (1, 11)}
+        for f in fitters.values():
+            f.fit(x, g)
+        return (best_of(lambda: fitters[11].fit(x, g).log_likelihood)
+                - best_of(lambda: fitters[1].fit(x, g).log_likelihood)) / 10
 
 
 def section_per_iteration(sizes, rows):
@@ -138,7 +139,9 @@ def section_end_to_end(N, D, K, rows):
     sk = SK(K, tol=1e-3, random_state=0).fit(X)
     t_g = float("nan")
     if gmmx is not None:
-        t_g = _now(lambda: gmmx.GaussianMixtureSKLearn(K, tol=1e-3, random_state=0).fit(X)._gmm.means)
+        with jax.enable_x64(False):
+            X32 = X.astype(np.float32)
+            t_g = _now(lambda: gmmx.GaussianMixtureSKLearn(K, tol=1e-3, random_state=0).fit(X32)._gmm.means)
     rows.append(dict(section="end_to_end", N=N, D=D, K=K, jaxem=t_j, compile=compile_s, sklearn=t_s,
                      gmmx=t_g))
     print(f"\n2. End-to-end fit (init + EM to tol=1e-3, compile included), N={N} D={D} K={K} float64")
@@ -188,6 +191,7 @@ def _rss_child(kind, N, D, K):
                                                           method="random_from_data")
         jax.block_until_ready(jax.jit(lambda p, x: jaxem.fit(model, p, x, max_iter=5, tol=0))(p0, x))
     elif kind == "gmmx":
+        jax.config.update("jax_enable_x64", False)
         model = jaxem.GaussianMixture(K, "full")
         x = jnp.asarray(X)
         del X

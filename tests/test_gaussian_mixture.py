@@ -194,3 +194,37 @@ def test_unrolled_equals_while_loop():
     assert int(a.n_iter) == int(b.n_iter) < 150
     assert_tree_allclose(a.params, b.params, rtol=1e-12)
     np.testing.assert_array_equal(np.isnan(a.trace), np.isnan(b.trace))
+
+
+def test_float32_singleton_starts_stay_finite():
+    """Regression: one-pass moments about a global centre cancelled in float32 when every component
+    starts from a single row (covariance = reg_covar), giving NaN at the first E-step. Statistics of
+    residuals about each component's own mean are exact to rounding."""
+    rng = np.random.default_rng(0)
+    N, D, K = 4000, 16, 16
+    X = (rng.normal(size=(K, D)) * 3.0)[rng.integers(0, K, N)] + rng.normal(size=(N, D))
+    model = jaxem.GaussianMixture(K, "full")
+    p0 = model.init(jax.random.key(0), X.astype(np.float32), method="random_from_data")
+    res = jaxem.fit(model, p0, X.astype(np.float32), max_iter=10, tol=0)
+    assert int(res.status) == 0, jaxem.describe_status(res.status)
+    ref = jaxem.fit(model, jax.tree_util.tree_map(lambda a: a.astype(np.float64), p0), X,
+                    max_iter=10, tol=0)
+    np.testing.assert_allclose(res.trace[1:], ref.trace[1:], rtol=1e-4)
+
+
+def test_float64_accumulation_of_float32_blocks():
+    X, _ = blobs(seed=12, n=4000, d=3, k=3)
+    X32 = X.astype(np.float32)
+    plain = jaxem.GaussianMixture(3, "full", chunk_size=64)
+    acc = jaxem.GaussianMixture(3, "full", chunk_size=64, accumulate_dtype=jnp.float64)
+    p0 = plain.init(jax.random.key(0), X32)
+    ref = jaxem.fit(plain, jax.tree_util.tree_map(lambda a: a.astype(np.float64), p0), X,
+                    max_iter=5, tol=0)
+    r = jaxem.fit(acc, p0, X32, max_iter=5, tol=0)
+    for leaf in jax.tree_util.tree_leaves(r.params) + [r.trace]:
+        assert leaf.dtype == jnp.float32
+    # float32 arithmetic inside each block, float64 sums across 63 blocks: float32-rounding close.
+    assert_tree_allclose(r.params, ref.params, rtol=2e-5, atol=2e-6)
+    with pytest.raises(ValueError, match="accumulate_dtype"):
+        with jax.enable_x64(False):
+            acc.em_update(p0, X32[:100], np.ones(100, np.float32))

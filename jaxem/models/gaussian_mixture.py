@@ -1,12 +1,14 @@
 """Gaussian mixture models with full, diagonal, spherical or tied covariances.
 
-Notation (Bishop 2006, §9.2; scikit-learn's layout). With precision Cholesky factors P_k
-(P_k P_kᵀ = Σ_k⁻¹), ℓ_nk = log π_k + log N(x_n | μ_k, Σ_k)
-  = log π_k - D/2 log 2π + log|P_k| - ½ ||(x_n - μ_k)ᵀ P_k||².
-E-step: r_nk = softmax_k ℓ_nk. M-step from weighted sufficient statistics
-  N_k = Σ_n w_n r_nk,  s_k = Σ_n w_n r_nk y_n,  S_k = Σ_n w_n r_nk y_n y_nᵀ  (y_n = x_n - c),
-  π_k = N_k / Σ_j N_j,  μ_k = c + s_k / N_k,  Σ_k = S_k / N_k - d_k d_kᵀ + reg_covar · I,
-with d_k = μ_k - c and a shift c (the current mixture mean) that keeps the moments well conditioned.
+Notation (Bishop 2006, §9.2; scikit-learn's layout). With Σ_k = L_k L_kᵀ and P_k = L_k⁻ᵀ (so
+P_k P_kᵀ = Σ_k⁻¹), the whitened residual y_nk = (x_n - μ_k)ᵀ P_k gives
+  ℓ_nk = log π_k + log N(x_n | μ_k, Σ_k) = log π_k - D/2 log 2π + log|P_k| - ½ ||y_nk||².
+E-step: r_nk = softmax_k ℓ_nk. M-step from weighted statistics of the same residuals,
+  N_k = Σ_n w_n r_nk,  s_k = Σ_n w_n r_nk y_nk,  S_yy,k = Σ_n w_n r_nk y_nk y_nkᵀ,
+un-whitened with L_k: d_k = L_k s_k / N_k, S_k = L_k S_yy,k L_kᵀ, and
+  π_k = N_k / Σ_j N_j,  μ_k ← μ_k + d_k,  Σ_k ← S_k / N_k - d_k d_kᵀ + reg_covar · I.
+The residuals are taken about each component's own previous mean, so the moments never cancel
+catastrophically (float32 stays exact to rounding), and the E-step's GEMM output is reused.
 As scikit-learn, N_k carries +10·eps so that an empty component never divides by zero.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +39,22 @@ class GaussianMixtureParams(NamedTuple):
 
 
 class _Stats(NamedTuple):
-    nk: jax.Array  # (K,)   Σ w r
-    sx: jax.Array  # (K, D) Σ w r y
-    sxx: jax.Array  # full (K,D,D) | diag/spherical (K,D) | tied (D,D)
+    """Weighted statistics of whitened residuals y_nk about the current means."""
+
+    nk: jax.Array  # (K,)   Σ_n w_n r_nk
+    sy: jax.Array  # (K, D) Σ_n w_n r_nk y_nk
+    syy: jax.Array  # full (K,D,D) | tied (D,D) | diag/spherical (K,D)
+
+
+class _Geometry(NamedTuple):
+    """Per-parameter quantities of the E-step: Σ = L Lᵀ, P = L⁻ᵀ (std-devs / precisions' roots for
+    diag and spherical), log|P| and log π."""
+
+    means: jax.Array
+    L: jax.Array
+    P: jax.Array
+    log_det: jax.Array
+    log_pi: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +66,9 @@ class GaussianMixture(Mixture):
       covariance_type: "full", "diag", "spherical" or "tied" (scikit-learn's meanings and layouts).
       reg_covar: added to the diagonal of every covariance at each M-step, as scikit-learn does.
       chunk_size: rows per block of the streamed E/M pass (None: automatic).
+      accumulate_dtype: dtype in which the per-block statistics are summed and the M-step solved
+        (None: the data's). ``jnp.float64`` with float32 data computes the E-step in float32 and
+        accumulates in float64 (needs ``jax_enable_x64``); parameters stay float32.
 
     A component whose mass N_k falls below 10·eps·Σw keeps its previous mean and covariance (its
     weight goes to ~0) and the fit reports ``Status.EMPTY_COMPONENT``. A component whose weight is
@@ -69,6 +87,7 @@ class GaussianMixture(Mixture):
     covariance_type: str = "full"
     reg_covar: float = 1e-6
     chunk_size: int | None = None
+    accumulate_dtype: Any = None
 
     def __post_init__(self):
         if self.covariance_type not in COVARIANCE_TYPES:
@@ -98,104 +117,97 @@ class GaussianMixture(Mixture):
         resp = initial_responsibilities(key, X, w, self.n_components, method)
         return self.m_step(resp, X, w)
 
-    # --- log densities --------------------------------------------------------------------------
-    def _precision_cholesky(self, cov):
-        """P with P Pᵀ = Σ⁻¹ by a triangular solve against the Cholesky factor of Σ."""
-        if self.covariance_type in ("full", "tied"):
+    # --- geometry: everything the E-step needs from the parameters, computed once per iteration ----
+    def _geometry(self, params) -> _Geometry:
+        """Cholesky factors L (Σ = L Lᵀ; std-devs for diag/spherical) and P = L⁻ᵀ by triangular
+        solves, log|P| and log π."""
+        cov, ct = params.covariances, self.covariance_type
+        if ct in ("full", "tied"):
             L = jnp.linalg.cholesky(cov)
             eye = jnp.broadcast_to(jnp.eye(cov.shape[-1], dtype=cov.dtype), cov.shape)
-            Linv = jax.lax.linalg.triangular_solve(L, eye, left_side=True, lower=True)
-            return jnp.swapaxes(Linv, -1, -2)
-        return jax.lax.rsqrt(cov)
+            P = jnp.swapaxes(jax.lax.linalg.triangular_solve(L, eye, left_side=True, lower=True),
+                             -1, -2)
+            log_det = jnp.sum(jnp.log(jnp.diagonal(P, axis1=-2, axis2=-1)), -1)
+        else:
+            L, P = jnp.sqrt(cov), jax.lax.rsqrt(cov)
+            log_det = jnp.sum(jnp.log(P), -1) if ct == "diag" else params.means.shape[1] * jnp.log(P)
+        return _Geometry(params.means, L, P, log_det, jnp.log(params.weights))
 
-    def _log_det(self, P, D):
-        if self.covariance_type == "full":
-            return jnp.sum(jnp.log(jnp.diagonal(P, axis1=-2, axis2=-1)), -1)
-        if self.covariance_type == "tied":
-            return jnp.sum(jnp.log(jnp.diagonal(P)))
-        if self.covariance_type == "diag":
-            return jnp.sum(jnp.log(P), -1)
-        return D * jnp.log(P)
-
-    def _log_gauss(self, X, means, P):
-        """(N, K) log N(x_n | μ_k, Σ_k), with one matrix product for all components."""
-        N, D = X.shape
+    def _whiten(self, g: _Geometry, X):
+        """(n, K, D) whitened residuals y_nk = (x_n - μ_k)ᵀ P_k; for full covariances one GEMM
+        (n, D) @ (D, K·D) for all components."""
         ct = self.covariance_type
         if ct == "full":
-            y = jnp.einsum("nd,kde->nke", X, P) - jnp.einsum("kd,kde->ke", means, P)[None]
-            maha = jnp.sum(y * y, -1)
-        elif ct == "tied":
-            y = (X @ P)[:, None, :] - (means @ P)[None]
-            maha = jnp.sum(y * y, -1)
-        elif ct == "diag":
-            prec = P * P
-            maha = (
-                jnp.sum(means**2 * prec, 1)[None]
-                - 2.0 * X @ (means * prec).T
-                + (X * X) @ prec.T
-            )
-        else:
-            prec = P * P
-            maha = (
-                jnp.sum(means**2, 1)[None] * prec[None]
-                - 2.0 * (X @ means.T) * prec[None]
-                + jnp.sum(X * X, 1)[:, None] * prec[None]
-            )
-        return -0.5 * (D * math.log(2 * math.pi) + maha) + self._log_det(P, D)
+            return jnp.einsum("nd,kde->nke", X, g.P) - jnp.einsum("kd,kde->ke", g.means, g.P)[None]
+        if ct == "tied":
+            return (X @ g.P)[:, None, :] - (g.means @ g.P)[None]
+        P = g.P if ct == "diag" else g.P[:, None]
+        return (X[:, None, :] - g.means[None]) * P[None]
+
+    def _log_joint_from_whitened(self, g: _Geometry, y):
+        D = y.shape[-1]
+        return -0.5 * (D * math.log(2 * math.pi) + jnp.sum(y * y, -1)) + g.log_det + g.log_pi
 
     def _log_joint_fn(self, params):
-        P = self._precision_cholesky(params.covariances)
-        log_pi = jnp.log(params.weights)
-        return lambda X: self._log_gauss(X, params.means, P) + log_pi[None]
+        g = self._geometry(params)
+        return lambda X: self._log_joint_from_whitened(g, self._whiten(g, X))
 
     def log_joint_matrix(self, params, X):
         """(N, K) log π_k + log N(x_n | μ_k, Σ_k)."""
         return self._log_joint_fn(params)(X)
 
-    # --- sufficient statistics and M-step -------------------------------------------------------
     def _width(self, X):
         return self.n_components * X.shape[1]
 
-    def _stats(self, rw, y):
-        """Weighted sufficient statistics from weighted responsibilities rw (n, K) and y = x - c."""
-        nk = jnp.sum(rw, 0)
-        sx = rw.T @ y
+    # --- sufficient statistics and M-step -------------------------------------------------------
+    def _stats(self, rw, y) -> _Stats:
+        """Σ r, Σ r y, Σ r y yᵀ (full/tied) or Σ r y∘y (diag/spherical), per component."""
         ct = self.covariance_type
+        nk = jnp.sum(rw, 0)
+        sy = jnp.einsum("nk,nkd->kd", rw, y)
         if ct == "full":
-            sxx = jnp.einsum("nk,nd,ne->kde", rw, y, y)
+            syy = jnp.einsum("nk,nkd,nke->kde", rw, y, y)
         elif ct == "tied":
-            sxx = (jnp.sum(rw, 1)[:, None] * y).T @ y
+            syy = jnp.einsum("nk,nkd,nke->de", rw, y, y)
         else:
-            sxx = rw.T @ (y * y)
-        return _Stats(nk, sx, sxx)
+            syy = jnp.einsum("nk,nkd->kd", rw, y * y)
+        return _Stats(nk, sy, syy)
 
-    def _params_from_stats(self, st: _Stats, c, prev=None):
-        """Closed-form maximiser of Q given the statistics; returns ``(params, status)``."""
-        dtype = st.sx.dtype
+    def _params_from_stats(self, st: _Stats, g: _Geometry, prev=None):
+        """Closed-form maximiser of Q from statistics of whitened residuals about g.means.
+
+        Un-whitening with L: d_k = L_k s_k / N_k (= μ_k^new - μ_k^old), S_k = L_k S_yy,k L_kᵀ, and
+        Σ_k = S_k / N_k - (2 - N_k / N_k^ε) d_k d_kᵀ + reg_covar·I (the exact centring, ≈ S/N - ddᵀ).
+        Returns ``(params, status)``.
+        """
+        ct, dtype = self.covariance_type, st.sy.dtype
         eps = 10 * jnp.finfo(dtype).eps
         nk_e = st.nk + eps
-        total = jnp.sum(st.nk)
         # A component whose weight is exactly 0 is switched off (padding in model selection): it
         # keeps weight 0. With no exact zero, nk_on == nk_e and the iterates are unchanged.
         on = jnp.ones(st.nk.shape, bool) if prev is None else prev.weights > 0
         nk_on = jnp.where(on, nk_e, 0.0)
         weights = nk_on / jnp.sum(nk_on)
-        d = st.sx / nk_e[:, None]
-        means = c + d
-        D = d.shape[1]
-        ct = self.covariance_type
-        shrink = (2.0 - st.nk / nk_e)  # exact centring correction (≈1)
+        shrink = 2.0 - st.nk / nk_e
+        D = st.sy.shape[1]
         if ct == "full":
-            cov = st.sxx / nk_e[:, None, None] - shrink[:, None, None] * d[:, :, None] * d[:, None, :]
+            d = jnp.einsum("kde,ke->kd", g.L, st.sy) / nk_e[:, None]
+            S = jnp.einsum("kde,kef,kgf->kdg", g.L, st.syy, g.L)
+            cov = S / nk_e[:, None, None] - shrink[:, None, None] * d[:, :, None] * d[:, None, :]
             cov = cov + self.reg_covar * jnp.eye(D, dtype=dtype)
         elif ct == "tied":
-            cov = (st.sxx - jnp.einsum("k,kd,ke->de", nk_on, d, d)) / jnp.sum(nk_on)
+            d = st.sy @ g.L.T / nk_e[:, None]
+            S = g.L @ st.syy @ g.L.T
+            cov = (S - jnp.einsum("k,kd,ke->de", 2 * nk_e - st.nk, d, d)) / jnp.sum(nk_on)
             cov = cov + self.reg_covar * jnp.eye(D, dtype=dtype)
         else:
-            cov = st.sxx / nk_e[:, None] - shrink[:, None] * d * d + self.reg_covar
+            scale = g.L if ct == "diag" else g.L[:, None]
+            d = st.sy * scale / nk_e[:, None]
+            cov = st.syy * scale**2 / nk_e[:, None] - shrink[:, None] * d * d + self.reg_covar
             if ct == "spherical":
                 cov = jnp.mean(cov, 1)
-        empty = st.nk < eps * total
+        means = g.means + d
+        empty = st.nk < eps * jnp.sum(st.nk)
         status = flag(jnp.any(empty & on), Status.EMPTY_COMPONENT)
         if prev is not None:
             means = jnp.where(empty[:, None], prev.means, means)
@@ -204,34 +216,52 @@ class GaussianMixture(Mixture):
                 cov = jnp.where(mask, prev.covariances, cov)
         return GaussianMixtureParams(weights, means, cov), status
 
-    @staticmethod
-    def _center(X, w, params=None):
-        if params is not None:
-            return jnp.einsum("k,kd->d", params.weights, params.means) / jnp.sum(params.weights)
-        return (w @ X) / jnp.sum(w)
-
     def m_step(self, posterior, X, weights=None, params=None) -> GaussianMixtureParams:
-        """Closed-form M-step from responsibilities ``posterior (N, K)``."""
+        """Closed-form M-step from responsibilities ``posterior (N, K)``, in two passes as
+        scikit-learn: the means, then the covariances about them (exact in float32 too)."""
         X, w = as_data(X, weights)
-        c = self._center(X, w, params)
-        st = self._stats(posterior * w[:, None], X - c)
-        return self._params_from_stats(st, c, params)[0]
+        rw = posterior * w[:, None]
+        nk_e = jnp.sum(rw, 0) + 10 * jnp.finfo(X.dtype).eps
+        means = (rw.T @ X) / nk_e[:, None]
+        ones = jnp.ones(self._scale_shape(means), X.dtype)
+        L = ones * jnp.eye(X.shape[1], dtype=X.dtype) if self.covariance_type in ("full", "tied") else ones
+        g = _Geometry(means, L, L, None, None)
+        return self._params_from_stats(self._stats(rw, X[:, None, :] - means[None]), g, params)[0]
+
+    def _scale_shape(self, means):
+        K, D = means.shape
+        return {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[
+            self.covariance_type]
 
     def em_update(self, params, X, weights):
-        """Fused E+M step, streamed over row blocks: no (N, K, D) intermediate for large N."""
-        lj = self._log_joint_fn(params)
-        c = jax.lax.stop_gradient(self._center(X, weights, params))
+        """Fused E+M step streamed over row blocks: the whitened residuals of the E-step are reused
+        for the statistics, so each block costs two GEMM-shaped passes and nothing of size N·K·D
+        is ever alive beyond one block."""
+        g = self._geometry(params)
+        acc = self._accumulate_dtype(X.dtype)
+        cast = lambda tree: jax.tree_util.tree_map(lambda a: a.astype(acc), tree)
 
-        def chunk(x, wc):
-            l = lj(x)
-            lse = jax.scipy.special.logsumexp(l, axis=1)
-            rw = jnp.exp(l - lse[:, None]) * wc[:, None]
-            ll = jnp.sum(jnp.where(wc > 0, wc * lse, 0.0))
-            return self._stats(rw, x - c), ll
+        def block(x, wb):
+            y = self._whiten(g, x)
+            lj = self._log_joint_from_whitened(g, y)
+            lse = jax.scipy.special.logsumexp(lj, axis=1)
+            rw = jnp.exp(lj - lse[:, None]) * wb[:, None]
+            return cast((self._stats(rw, y), jnp.sum(jnp.where(wb > 0, wb * lse, 0.0))))
 
-        st, ll = chunked_sum(chunk, X, weights, self.chunk_size, self._width(X))
-        new, status = self._params_from_stats(st, c, params)
-        return new, ll, status
+        st, ll = chunked_sum(block, X, weights, self.chunk_size, self._width(X))
+        new, status = self._params_from_stats(st, cast(g), cast(params))
+        back = lambda a: a.astype(X.dtype)
+        return jax.tree_util.tree_map(back, new), back(ll), status
+
+    def _accumulate_dtype(self, dtype):
+        if self.accumulate_dtype is None:
+            return dtype
+        acc = jnp.dtype(self.accumulate_dtype)
+        if acc.itemsize > 4 and not jax.config.read("jax_enable_x64"):
+            raise ValueError(
+                "accumulate_dtype=float64 needs 64-bit JAX: call "
+                "jax.config.update('jax_enable_x64', True) first, or use accumulate_dtype=None.")
+        return jnp.promote_types(acc, dtype)
 
     # --- sampling -------------------------------------------------------------------------------
     def sample(self, key, params, n: int, return_labels: bool = False):
