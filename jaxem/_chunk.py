@@ -33,30 +33,50 @@ def chunked_sum(fn: Callable, X: jax.Array, w: jax.Array, chunk_size: int | None
         intermediate, e.g. ``K * D``).
       width: see ``chunk_size``.
     """
-    n = X.shape[0]
+    return chunked_sum_rows(fn, (X, w), chunk_size, width)
+
+
+def _blocks(rows: tuple, c: int):
+    """(number of full blocks, block reader by index, padded remainder block or None)."""
+    n = rows[0].shape[0]
+    nb, rem = divmod(n, c)
+    read = lambda i: tuple(jax.lax.dynamic_slice_in_dim(a, i * c, c, axis=0) for a in rows)
+    last = None
+    if rem:  # only the remainder is copied (padded with zero rows to the block shape)
+        last = tuple(jnp.pad(a[nb * c:], ((0, c - rem),) + ((0, 0),) * (a.ndim - 1)) for a in rows)
+    return nb, read, last
+
+
+def chunked_sum_rows(fn: Callable, rows: tuple, chunk_size: int | None, width: int):
+    """`chunked_sum` for any tuple of row-aligned arrays: ``sum_b fn(*(a[b] for a in rows))``.
+
+    Blocks are read in place with `jax.lax.dynamic_slice` (no padded copy of the data); the last,
+    partial block is padded with zero rows, so ``fn`` must give zero contributions for all-zero
+    rows of the weights.
+    """
+    n = rows[0].shape[0]
     c = auto_chunk_size(n, width) if chunk_size is None else int(min(chunk_size, n))
     if c >= n:
-        return fn(X, w)
-    n_blocks = -(-n // c)
-    pad = n_blocks * c - n
-    Xb = jnp.pad(X, ((0, pad), (0, 0))).reshape(n_blocks, c, X.shape[1])
-    wb = jnp.pad(w, (0, pad)).reshape(n_blocks, c)
-    first = fn(Xb[0], wb[0])
+        return fn(*rows)
+    nb, read, last = _blocks(rows, c)
 
-    def body(acc, xw):
-        out = fn(*xw)
-        return jax.tree_util.tree_map(jnp.add, acc, out), None
+    def body(acc, i):
+        return jax.tree_util.tree_map(jnp.add, acc, fn(*read(i))), None
 
-    total, _ = jax.lax.scan(body, first, (Xb[1:], wb[1:]))
+    total, _ = jax.lax.scan(body, fn(*read(0)), jnp.arange(1, nb))
+    if last is not None:
+        total = jax.tree_util.tree_map(jnp.add, total, fn(*last))
     return total
 
 
 def chunked_map(fn: Callable, X: jax.Array, chunk_size: int | None, width: int) -> jax.Array:
-    """Row-wise ``fn(X_block) -> (c,)`` applied block by block (`jax.lax.map`), concatenated."""
+    """Row-wise ``fn(X_block) -> (c,)`` applied block by block, concatenated (no padded copy of X)."""
     n = X.shape[0]
     c = auto_chunk_size(n, width) if chunk_size is None else int(min(chunk_size, n))
     if c >= n:
         return fn(X)
-    nb = -(-n // c)
-    Xb = jnp.pad(X, ((0, nb * c - n), (0, 0))).reshape(nb, c, X.shape[1])
-    return jax.lax.map(fn, Xb).reshape(-1)[:n]
+    nb, read, last = _blocks((X,), c)
+    out = jax.lax.map(lambda i: fn(*read(i)), jnp.arange(nb)).reshape(-1)
+    if last is not None:
+        out = jnp.concatenate([out, fn(*last)[: n - nb * c]])
+    return out

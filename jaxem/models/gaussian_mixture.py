@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._chunk import chunked_sum
+from .._chunk import chunked_sum, chunked_sum_rows
 from .._init import initial_responsibilities
 from .._status import Status, flag
 from .._validate import as_data, validate
@@ -226,7 +226,10 @@ class GaussianMixture(Mixture):
         ones = jnp.ones(self._scale_shape(means), X.dtype)
         L = ones * jnp.eye(X.shape[1], dtype=X.dtype) if self.covariance_type in ("full", "tied") else ones
         g = _Geometry(means, L, L, None, None)
-        return self._params_from_stats(self._stats(rw, X[:, None, :] - means[None]), g, params)[0]
+        # Second pass streamed over row blocks: no (N, K, D) residual array for large N.
+        st = chunked_sum_rows(lambda x, r: self._stats(r, x[:, None, :] - means[None]), (X, rw),
+                              self.chunk_size, self._width(X))
+        return self._params_from_stats(st, g, params)[0]
 
     def _scale_shape(self, means):
         K, D = means.shape
