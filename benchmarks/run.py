@@ -202,7 +202,20 @@ def _rss_child(kind, N, D, K):
         g = gmmx.GaussianMixtureModelJax.from_squeezed(means=p0.means, covariances=p0.covariances,
                                                        weights=p0.weights)
         gmmx.EMFitter(max_iter=5, tol=0.0).fit(x, g)
-    print(json.dumps(dict(rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+    print(json.dumps(dict(rss_mb=_peak_rss_mb())))
+
+
+def _peak_rss_mb():
+    """Peak RSS of this address space (VmHWM). ru_maxrss would include the parent's peak: it
+    survives fork + exec on Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def section_memory(N, D, K, rows):
