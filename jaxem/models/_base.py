@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -48,6 +50,21 @@ class Model:
         X, w = as_data(X, weights, self.n_features(params))
         lp = self.score_samples(params, X)
         return jnp.sum(jnp.where(w > 0, w * lp, 0.0))
+
+    def n_parameters(self, params) -> int:
+        """Number of free parameters (for `bic` and `aic`)."""
+        raise NotImplementedError
+
+    def bic(self, params, X):
+        """Bayesian information criterion -2 log L + p log N (lower is better)."""
+        X, _ = as_data(X, None, self.n_features(params))
+        return -2.0 * self.log_likelihood(params, X) + self.n_parameters(params) * math.log(
+            X.shape[0]
+        )
+
+    def aic(self, params, X):
+        """Akaike information criterion -2 log L + 2 p (lower is better)."""
+        return -2.0 * self.log_likelihood(params, X) + 2.0 * self.n_parameters(params)
 
     def em_update(self, params, X, weights):
         """One EM iteration: returns ``(new_params, log_likelihood_at_params, status)``."""
@@ -128,17 +145,3 @@ class Mixture(Model):
         """``(N,)`` most probable component of each sample."""
         X, _ = as_data(X, None, self.n_features(params))
         return jnp.argmax(self.log_joint_matrix(params, X), axis=1)
-
-    def n_parameters(self, params) -> int:
-        raise NotImplementedError
-
-    def bic(self, params, X):
-        """Bayesian information criterion -2 log L + p log N (lower is better)."""
-        X, _ = as_data(X, None, self.n_features(params))
-        return -2.0 * self.log_likelihood(params, X) + self.n_parameters(params) * jnp.log(
-            X.shape[0]
-        )
-
-    def aic(self, params, X):
-        """Akaike information criterion -2 log L + 2 p (lower is better)."""
-        return -2.0 * self.log_likelihood(params, X) + 2.0 * self.n_parameters(params)

@@ -76,16 +76,6 @@ class LinearGaussian(Model):
         D, q = params.W.shape[-2:]
         return D + D * q - q * (q - 1) // 2 + (1 if self.isotropic else D)
 
-    def bic(self, params, X):
-        """Bayesian information criterion -2 log L + p log N (lower is better)."""
-        X, _ = as_data(X, None, self.n_features(params))
-        log_n = math.log(X.shape[0])
-        return -2.0 * self.log_likelihood(params, X) + self.n_parameters(params) * log_n
-
-    def aic(self, params, X):
-        """Akaike information criterion -2 log L + 2 p (lower is better)."""
-        return -2.0 * self.log_likelihood(params, X) + 2.0 * self.n_parameters(params)
-
     # --- the q x q factorisation ----------------------------------------------------------------
     def _factor(self, params):
         """Returns ``(s, Wt, L)``: s = Ψ^{-1/2} (D,), W̃ = Ψ^{-1/2} W, L = chol(I + W̃ᵀW̃)."""
