@@ -171,9 +171,9 @@ def fit(
       >>> result.status
       Array(0, dtype=int32)
     """
-    n_features = model.n_features(params) if hasattr(model, "n_features") else None
-    X, w = as_data(X, weights, n_features)
-    validate(X, w, getattr(model, "n_components", None))
+    X, w = as_data(X, weights, model.n_features(params))
+    validate(X, w, model.n_components)
+    model.check_data(X)
     if adjoint not in ("implicit", "unrolled"):
         raise ValueError(f"adjoint must be 'implicit' or 'unrolled', got {adjoint!r}.")
     if int(max_iter) < 1:

@@ -40,13 +40,6 @@ def rel_err(a, b):
     return float(np.max(np.abs(a - b) / (np.abs(b) + 1e-12)))
 
 
-def tree_allclose(a, b, **kw):
-    return all(
-        np.allclose(np.asarray(x), np.asarray(y), **kw)
-        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
-    )
-
-
 def assert_tree_allclose(a, b, **kw):
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw)

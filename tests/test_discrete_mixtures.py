@@ -174,3 +174,16 @@ def test_out_of_support_data(kind, request):
     w[5] = 0.0
     res = jax.jit(lambda p, x, w: jaxem.fit(model, p, x, weights=w))(p0, bad, w)
     assert int(res.status) == 0
+
+
+def test_fit_rejects_data_outside_the_support():
+    """fit itself (not only init) says what is wrong with out-of-range data, outside jit."""
+    X = np.random.default_rng(0).integers(0, 2, (20, 3)).astype(float)
+    bern = jaxem.BernoulliMixture(2)
+    p = bern.init(jax.random.key(0), X)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        jaxem.fit(bern, p, X * 3.0)
+    pois = jaxem.PoissonMixture(2)
+    p = pois.init(jax.random.key(0), X)
+    with pytest.raises(ValueError, match="non-negative"):
+        jaxem.fit(pois, p, X - 1.0)

@@ -21,6 +21,11 @@ class Model:
 
     n_components: int
 
+    def __post_init__(self):
+        """Configuration checks shared by every family (dataclass subclasses inherit this)."""
+        if int(self.n_components) < 1:
+            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
+
     # --- to be provided by families -----------------------------------------------------------
     def n_features(self, params) -> int:
         raise NotImplementedError
@@ -65,6 +70,9 @@ class Model:
     def aic(self, params, X):
         """Akaike information criterion -2 log L + 2 p (lower is better)."""
         return -2.0 * self.log_likelihood(params, X) + 2.0 * self.n_parameters(params)
+
+    def check_data(self, X) -> None:
+        """Raise ValueError (outside jit) if X lies outside the family's support; called by `fit`."""
 
     def em_update(self, params, X, weights):
         """One EM iteration: returns ``(new_params, log_likelihood_at_params, status)``."""

@@ -50,8 +50,7 @@ class BernoulliMixture(ProductMixture):
     )
 
     def __post_init__(self):
-        if int(self.n_components) < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
+        super().__post_init__()
         if not 0.0 < self.min_prob < 0.5:
             raise ValueError(f"min_prob must be in (0, 0.5), got {self.min_prob}.")
 

@@ -47,10 +47,6 @@ class FactorAnalysis(LinearGaussian):
     chunk_size: int | None = None
     isotropic = False
 
-    def __post_init__(self):
-        if int(self.n_components) < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
-
     def _make(self, mean, W, psi):
         return FactorAnalysisParams(mean, W, psi)
 

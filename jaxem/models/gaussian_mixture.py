@@ -90,12 +90,11 @@ class GaussianMixture(Mixture):
     accumulate_dtype: Any = None
 
     def __post_init__(self):
+        super().__post_init__()
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"unknown covariance_type {self.covariance_type!r}; choose one of {COVARIANCE_TYPES}."
             )
-        if int(self.n_components) < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
         if self.reg_covar < 0:
             raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar}.")
 
@@ -223,18 +222,16 @@ class GaussianMixture(Mixture):
         rw = posterior * w[:, None]
         nk_e = jnp.sum(rw, 0) + 10 * jnp.finfo(X.dtype).eps
         means = (rw.T @ X) / nk_e[:, None]
-        ones = jnp.ones(self._scale_shape(means), X.dtype)
-        L = ones * jnp.eye(X.shape[1], dtype=X.dtype) if self.covariance_type in ("full", "tied") else ones
+        # Residuals about the new means, un-whitened by the identity (L = I, or unit scales).
+        K, D = means.shape
+        eye = jnp.eye(D, dtype=X.dtype)
+        L = {"full": jnp.broadcast_to(eye, (K, D, D)), "tied": eye,
+             "diag": jnp.ones((K, D), X.dtype), "spherical": jnp.ones(K, X.dtype)}[self.covariance_type]
         g = _Geometry(means, L, L, None, None)
         # Second pass streamed over row blocks: no (N, K, D) residual array for large N.
         st = chunked_sum_rows(lambda x, r: self._stats(r, x[:, None, :] - means[None]), (X, rw),
                               self.chunk_size, self._width(X))
         return self._params_from_stats(st, g, params)[0]
-
-    def _scale_shape(self, means):
-        K, D = means.shape
-        return {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[
-            self.covariance_type]
 
     def em_update(self, params, X, weights):
         """Fused E+M step streamed over row blocks: the whitened residuals of the E-step are reused

@@ -48,8 +48,7 @@ class PoissonMixture(ProductMixture):
     )
 
     def __post_init__(self):
-        if int(self.n_components) < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
+        super().__post_init__()
         if not self.min_rate > 0.0:
             raise ValueError(f"min_rate must be positive, got {self.min_rate}.")
 

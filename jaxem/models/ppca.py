@@ -55,10 +55,6 @@ class PPCA(LinearGaussian):
     chunk_size: int | None = None
     isotropic = True
 
-    def __post_init__(self):
-        if int(self.n_components) < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
-
     def _make(self, mean, W, psi):
         return PPCAParams(mean, W, psi)
 
