@@ -13,17 +13,17 @@ _TARGET_ELEMENTS = 1 << 18
 
 
 def auto_chunk_size(n_rows: int, width: int) -> int:
-    """Rows per chunk so that a ``(chunk, width)`` intermediate has about 2**18 elements."""
-    size = max(256, _TARGET_ELEMENTS // max(width, 1))
+    """Rows per chunk so that a ``(chunk, width)`` intermediate has about 2**18 elements (a multiple
+    of 256 rows, at least 256)."""
+    size = max(256, _TARGET_ELEMENTS // max(width, 1) // 256 * 256)
     return int(min(n_rows, size))
 
 
 def chunked_sum(fn: Callable, X: jax.Array, w: jax.Array, chunk_size: int | None, width: int):
     """``sum over row blocks b of fn(X[b], w[b])`` for a pytree-valued ``fn``.
 
-    The rows are padded with zero-weight zero rows to a multiple of ``chunk_size`` and the blocks are
-    visited by `jax.lax.scan`, so only one block's intermediates are alive at a time. ``fn`` must give
-    zero contributions for zero-weight rows.
+    The blocks are visited by `jax.lax.scan`, so only one block's intermediates are alive at a time.
+    ``fn`` must give zero contributions for zero-weight rows (see `chunked_sum_rows`).
 
     Args:
       fn: ``fn(X_block (c, D), w_block (c,)) -> pytree`` of sums over the block.
@@ -36,47 +36,57 @@ def chunked_sum(fn: Callable, X: jax.Array, w: jax.Array, chunk_size: int | None
     return chunked_sum_rows(fn, (X, w), chunk_size, width)
 
 
-def _blocks(rows: tuple, c: int):
-    """(number of full blocks, block reader by index, padded remainder block or None)."""
+def _reader(rows: tuple, c: int):
+    """``(number of blocks, read)``: ``read(i)`` is block i of every array in ``rows``, read in place
+    with `jax.lax.dynamic_slice`. The last block is the last ``c`` rows, overlapping its
+    predecessor; in it the rows that block i-1 already covered are zeroed in the last array of
+    ``rows`` (the weights), so every block has the same shape and ``fn`` is traced once."""
     n = rows[0].shape[0]
-    nb, rem = divmod(n, c)
-    read = lambda i: tuple(jax.lax.dynamic_slice_in_dim(a, i * c, c, axis=0) for a in rows)
-    last = None
-    if rem:  # only the remainder is copied (padded with zero rows to the block shape)
-        last = tuple(jnp.pad(a[nb * c:], ((0, c - rem),) + ((0, 0),) * (a.ndim - 1)) for a in rows)
-    return nb, read, last
+    nb = -(-n // c)
+
+    def read(i):
+        start = jnp.minimum(i * c, n - c)
+        block = [jax.lax.dynamic_slice_in_dim(a, start, c, axis=0) for a in rows]
+        if n % c:
+            fresh = start + jnp.arange(c) >= i * c
+            last = block[-1]
+            block[-1] = jnp.where(fresh.reshape((c,) + (1,) * (last.ndim - 1)), last, 0)
+        return tuple(block)
+
+    return nb, read
 
 
 def chunked_sum_rows(fn: Callable, rows: tuple, chunk_size: int | None, width: int):
     """`chunked_sum` for any tuple of row-aligned arrays: ``sum_b fn(*(a[b] for a in rows))``.
 
-    Blocks are read in place with `jax.lax.dynamic_slice` (no padded copy of the data); the last,
-    partial block is padded with zero rows, so ``fn`` must give zero contributions for all-zero
-    rows of the weights.
+    Blocks are read in place (no padded copy of the data) by one `jax.lax.scan`, so ``fn`` is
+    traced and compiled once. The last block overlaps its predecessor, with the overlap zeroed in
+    the last array of ``rows``: ``fn`` must give zero contributions for rows whose entry in the
+    last array is zero (the weights, or weighted responsibilities).
     """
     n = rows[0].shape[0]
     c = auto_chunk_size(n, width) if chunk_size is None else int(min(chunk_size, n))
     if c >= n:
         return fn(*rows)
-    nb, read, last = _blocks(rows, c)
+    nb, read = _reader(rows, c)
+    zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                  jax.eval_shape(fn, *read(0)))
 
     def body(acc, i):
         return jax.tree_util.tree_map(jnp.add, acc, fn(*read(i))), None
 
-    total, _ = jax.lax.scan(body, fn(*read(0)), jnp.arange(1, nb))
-    if last is not None:
-        total = jax.tree_util.tree_map(jnp.add, total, fn(*last))
-    return total
+    return jax.lax.scan(body, zero, jnp.arange(nb))[0]
 
 
 def chunked_map(fn: Callable, X: jax.Array, chunk_size: int | None, width: int) -> jax.Array:
-    """Row-wise ``fn(X_block) -> (c,)`` applied block by block, concatenated (no padded copy of X)."""
+    """Row-wise ``fn(X_block) -> (c,)`` applied block by block, concatenated (no padded copy of X;
+    ``fn`` traced once)."""
     n = X.shape[0]
     c = auto_chunk_size(n, width) if chunk_size is None else int(min(chunk_size, n))
     if c >= n:
         return fn(X)
-    nb, read, last = _blocks((X,), c)
-    out = jax.lax.map(lambda i: fn(*read(i)), jnp.arange(nb)).reshape(-1)
-    if last is not None:
-        out = jnp.concatenate([out, fn(*last)[: n - nb * c]])
-    return out
+    nb = -(-n // c)
+    out = jax.lax.map(lambda i: fn(jax.lax.dynamic_slice_in_dim(X, jnp.minimum(i * c, n - c), c)),
+                      jnp.arange(nb))
+    # The last block holds rows n-c .. n-1; the first (nb-1)·c - (n-c) of them are already out.
+    return jnp.concatenate([out[:-1].reshape(-1), out[-1, (nb - 1) * c - (n - c):]])

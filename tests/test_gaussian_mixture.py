@@ -107,6 +107,38 @@ def test_chunked_pass_equals_single_block():
     np.testing.assert_allclose(small.score_samples(p0, X), big.score_samples(p0, X), rtol=1e-12)
 
 
+def test_moment_route_equals_residual_route():
+    """float64 full covariances: raw moments about Σπμ (two GEMMs) and whitened residuals give the
+    same iterates, also chunked (overlapping last block), weighted, and far from the origin."""
+    X, _ = blobs(seed=7, n=301, d=4, k=3)
+    X = X + 50.0  # moments about the origin would lose ~3 digits here; about Σπμ they do not
+    w = np.random.default_rng(0).uniform(0.0, 2.0, X.shape[0])
+    w[::7] = 0.0
+    residuals = jaxem.GaussianMixture(3, statistics="residuals")
+    p0 = residuals.init(jax.random.key(0), X, w)
+    b = jaxem.fit(residuals, p0, X, weights=w, max_iter=15, tol=0)
+    for chunk in (None, 64, 100):
+        moments = jaxem.GaussianMixture(3, statistics="moments", chunk_size=chunk)
+        a = jaxem.fit(moments, p0, X, weights=w, max_iter=15, tol=0)
+        assert_tree_allclose(a.params, b.params, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(a.trace, b.trace, rtol=1e-12)
+    # "auto" takes the moment route for float64 full covariances: same iterates.
+    c = jaxem.fit(jaxem.GaussianMixture(3), p0, X, weights=w, max_iter=15, tol=0)
+    assert_tree_allclose(c.params, b.params, rtol=1e-9, atol=1e-10)
+
+
+def test_statistics_option_errors():
+    with pytest.raises(ValueError, match="unknown statistics"):
+        jaxem.GaussianMixture(2, statistics="fast")
+    with pytest.raises(ValueError, match="covariance_type='full'"):
+        jaxem.GaussianMixture(2, "diag", statistics="moments")
+    X = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+    model = jaxem.GaussianMixture(2, statistics="moments")
+    p0 = model.init(jax.random.key(0), X)
+    with pytest.raises(ValueError, match="float32"):
+        jaxem.fit(model, p0, X)
+
+
 @pytest.mark.parametrize("ct", COV_TYPES)
 def test_float32_keeps_dtype_and_agrees_with_float64(ct):
     X, _ = blobs(seed=6, n=150, d=3, k=3)

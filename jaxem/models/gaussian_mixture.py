@@ -10,6 +10,15 @@ un-whitened with L_k: d_k = L_k s_k / N_k, S_k = L_k S_yy,k L_kᵀ, and
 The residuals are taken about each component's own previous mean, so the moments never cancel
 catastrophically (float32 stays exact to rounding), and the E-step's GEMM output is reused.
 As scikit-learn, N_k carries +10·eps so that an empty component never divides by zero.
+
+Full covariances in float64 take a faster route ("moments"): with the data centred at
+c = Σ_k π_k μ_k and the features φ(x) = [vech(x xᵀ), x, 1] (T = D(D+1)/2 + D + 1 of them), the
+Mahalanobis term is linear in φ,
+  ||y_nk||² = xᵀΛ_k x - 2 xᵀΛ_k μ_k + μ_kᵀΛ_k μ_k = φ(x_n) · a_k,   Λ_k = P_k P_kᵀ = Σ_k⁻¹,
+and so are the M-step statistics, Σ_n w_n r_nk φ(x_n) = [vech S_xx,k, s_k, N_k]. One EM iteration
+is two well-shaped GEMMs, (n, T) @ (T, K) and (K, n) @ (n, T), with half the flops of the residual
+route. Raw moments lose about log10(spread of the data / spread of a component)² digits, harmless
+in float64 (eps·|x - c|² ≪ reg_covar) but not in float32, which keeps the residual route.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._chunk import chunked_sum, chunked_sum_rows
 from .._init import initial_responsibilities
@@ -28,6 +38,7 @@ from .._validate import as_data, validate
 from ._base import Mixture
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+STATISTICS = ("auto", "residuals", "moments")
 
 
 class GaussianMixtureParams(NamedTuple):
@@ -69,6 +80,11 @@ class GaussianMixture(Mixture):
       accumulate_dtype: dtype in which the per-block statistics are summed and the M-step solved
         (None: the data's). ``jnp.float64`` with float32 data computes the E-step in float32 and
         accumulates in float64 (needs ``jax_enable_x64``); parameters stay float32.
+      statistics: how a fused EM iteration forms its statistics (see the module docstring):
+        "residuals" (whitened residuals about each component's mean; exact to rounding),
+        "moments" (full covariances only: raw moments φ(x) = [vech(x xᵀ), x, 1], two GEMMs per
+        iteration, about 3x faster, float64 data only) or "auto" (moments for full covariances
+        with float64 data and computation, residuals otherwise).
 
     A component whose mass N_k falls below 10·eps·Σw keeps its previous mean and covariance (its
     weight goes to ~0) and the fit reports ``Status.EMPTY_COMPONENT``. A component whose weight is
@@ -88,6 +104,7 @@ class GaussianMixture(Mixture):
     reg_covar: float = 1e-6
     chunk_size: int | None = None
     accumulate_dtype: Any = None
+    statistics: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
@@ -95,6 +112,11 @@ class GaussianMixture(Mixture):
             raise ValueError(
                 f"unknown covariance_type {self.covariance_type!r}; choose one of {COVARIANCE_TYPES}."
             )
+        if self.statistics not in STATISTICS:
+            raise ValueError(f"unknown statistics {self.statistics!r}; choose one of {STATISTICS}.")
+        if self.statistics == "moments" and self.covariance_type != "full":
+            raise ValueError("statistics='moments' is for covariance_type='full'; use 'auto' or "
+                             "'residuals' with other covariance types.")
         if self.reg_covar < 0:
             raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar}.")
 
@@ -233,10 +255,21 @@ class GaussianMixture(Mixture):
                               self.chunk_size, self._width(X))
         return self._params_from_stats(st, g, params)[0]
 
+    def _use_moments(self, dtype) -> bool:
+        if self.statistics == "auto":
+            return self.covariance_type == "full" and jnp.dtype(dtype).itemsize >= 8
+        if self.statistics == "moments" and jnp.dtype(dtype).itemsize < 8:
+            raise ValueError("statistics='moments' loses too many digits in float32; pass float64 "
+                             "data (with jax_enable_x64) or use statistics='auto'.")
+        return self.statistics == "moments"
+
     def em_update(self, params, X, weights):
         """Fused E+M step streamed over row blocks: the whitened residuals of the E-step are reused
         for the statistics, so each block costs two GEMM-shaped passes and nothing of size N·K·D
-        is ever alive beyond one block."""
+        is ever alive beyond one block. Full covariances in float64 use the moment route (module
+        docstring): two GEMMs of width T = D(D+1)/2 + D + 1 per block."""
+        if self._use_moments(X.dtype):
+            return self._em_update_moments(params, X, weights)
         g = self._geometry(params)
         acc = self._accumulate_dtype(X.dtype)
         cast = lambda tree: jax.tree_util.tree_map(lambda a: a.astype(acc), tree)
@@ -251,6 +284,43 @@ class GaussianMixture(Mixture):
         st, ll = chunked_sum(block, X, weights, self.chunk_size, self._width(X))
         new, status = self._params_from_stats(st, cast(g), cast(params))
         back = lambda a: a.astype(X.dtype)
+        return jax.tree_util.tree_map(back, new), back(ll), status
+
+    def _em_update_moments(self, params, X, weights):
+        """`em_update` by raw moments about c = Σ π_k μ_k: ℓ_nk = const_k - ½ φ(x_n)·a_k and
+        Σ_n w_n r_nk φ(x_n) in one GEMM each; then the M-step of `_params_from_stats` with L = I."""
+        g = self._geometry(params)
+        acc = self._accumulate_dtype(X.dtype)
+        K, D = params.means.shape
+        iu, ju = np.triu_indices(D)
+        c = params.weights @ params.means
+        m = params.means - c
+        Lam = g.P @ jnp.swapaxes(g.P, -1, -2)  # Λ_k = P_k P_kᵀ = Σ_k⁻¹
+        b = jnp.einsum("kde,ke->kd", Lam, m)
+        a = jnp.concatenate([Lam[:, iu, ju] * jnp.where(iu == ju, 1.0, 2.0).astype(X.dtype),
+                             -2.0 * b, jnp.sum(m * b, 1, keepdims=True)], 1).T  # (T, K)
+        const = g.log_pi + g.log_det - 0.5 * D * math.log(2 * math.pi)
+
+        def block(x, wb):
+            xc = x - c
+            phi = jnp.concatenate([xc[:, iu] * xc[:, ju], xc, jnp.ones_like(xc[:, :1])], 1)
+            lj = const - 0.5 * (phi @ a)
+            lse = jax.scipy.special.logsumexp(lj, axis=1)
+            rw = jnp.exp(lj - lse[:, None]) * wb[:, None]
+            ll = jnp.sum(jnp.where(wb > 0, wb * lse, 0.0))
+            return (rw.T @ phi).astype(acc), ll.astype(acc)
+
+        # Blocks of GEMMs only: twice the default working set per block measured fastest here.
+        M, ll = chunked_sum(block, X, weights, self.chunk_size, (len(iu) + D + 1) // 2)
+        T = len(iu)
+        sym = np.zeros((D, D), int)
+        sym[iu, ju] = sym[ju, iu] = np.arange(T)
+        st = _Stats(M[:, -1], M[:, T:T + D], M[:, sym])  # N_k, Σ r (x - c), Σ r (x - c)(x - c)ᵀ
+        eye = jnp.broadcast_to(jnp.eye(D, dtype=acc), (K, D, D))
+        centre = _Geometry(jnp.broadcast_to(c.astype(acc), (K, D)), eye, eye, None, None)
+        cast = lambda tree: jax.tree_util.tree_map(lambda v: v.astype(acc), tree)
+        new, status = self._params_from_stats(st, centre, cast(params))
+        back = lambda v: v.astype(X.dtype)
         return jax.tree_util.tree_map(back, new), back(ll), status
 
     def _accumulate_dtype(self, dtype):
