@@ -22,6 +22,7 @@ from .models import PPCA as PPCA
 from .models import PPCAParams as PPCAParams
 
 # issue 7: restarts, progress, model selection (jaxem.sklearn is a submodule, imported on demand)
+from ._batch import batched as batched
 from ._restarts import fit_restarts as fit_restarts
 from ._select import SelectionResult as SelectionResult
 from ._select import select_n_components as select_n_components

@@ -21,41 +21,51 @@ def _sq_dists(X, C):
     return jnp.maximum(d, 0.0)
 
 
+def _draw(u, mass):
+    """Indices drawn ∝ ``mass`` (N,) by inverting its CDF at uniforms ``u`` (t,): O(N t) compares
+    and t random numbers (`jax.random.categorical` would need N t, which dominates small fits)."""
+    cdf = jnp.cumsum(mass)
+    idx = jnp.sum(cdf[:, None] <= (u * cdf[-1])[None, :], axis=0)
+    return jnp.minimum(idx, mass.shape[0] - 1).astype(jnp.int32)
+
+
 def kmeans_plusplus(key, X, w, n_clusters: int):
     """Greedy weighted k-means++ seeding; returns ``(centers (K, D), indices (K,))``.
 
     The first center is drawn ∝ w_n; each further one is the best (lowest potential) of
-    2 + ⌊log K⌋ candidates drawn ∝ w_n · min_j ||x_n - c_j||², as in scikit-learn.
+    2 + ⌊log K⌋ candidates drawn ∝ w_n · min_j ||x_n - c_j||², as in scikit-learn. All uniforms are
+    drawn up front; draws invert the cumulative mass.
     """
     n_trials = 2 + int(math.log(n_clusters))
-    key, k0 = jax.random.split(key)
-    logw = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
-    i0 = jax.random.categorical(k0, logw)
-    idx = jnp.zeros(n_clusters, jnp.int32).at[0].set(i0.astype(jnp.int32))
+    u = jax.random.uniform(key, (n_clusters, n_trials), X.dtype)
+    i0 = _draw(u[0, :1], w)[0]
+    idx = jnp.zeros(n_clusters, jnp.int32).at[0].set(i0)
     closest = _sq_dists(X, X[i0][None])[:, 0]
 
     def body(j, carry):
-        key, idx, closest = carry
-        key, sub = jax.random.split(key)
+        idx, closest = carry
         pot = w * closest
-        logits = jnp.where(pot > 0, jnp.log(jnp.where(pot > 0, pot, 1.0)), -jnp.inf)
         # If every weighted point already coincides with a center, fall back to the weights.
-        logits = jnp.where(jnp.any(pot > 0), logits, logw)
-        cand = jax.random.categorical(sub, logits, shape=(n_trials,))
+        cand = _draw(u[j], jnp.where(jnp.any(pot > 0), pot, w))
         d = jnp.minimum(closest[:, None], _sq_dists(X, X[cand]))  # (N, trials)
         best = jnp.argmin(jnp.sum(w[:, None] * d, 0))
-        return key, idx.at[j].set(cand[best].astype(jnp.int32)), d[:, best]
+        return idx.at[j].set(cand[best]), d[:, best]
 
-    _, idx, _ = jax.lax.fori_loop(1, n_clusters, body, (key, idx, closest))
+    idx, _ = jax.lax.fori_loop(1, n_clusters, body, (idx, closest))
     return X[idx], idx
 
 
-def kmeans(key, X, w, n_clusters: int, max_iter: int = 100):
+def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
     """Weighted Lloyd iterations from a k-means++ start; returns ``(centers, labels (N,))``.
 
-    Stops when no label changes or after ``max_iter`` sweeps; an emptied cluster keeps its center.
+    Stops as scikit-learn's KMeans: when no label changes, when the centers move by at most
+    ``tol`` times the mean per-feature variance of X (summed squared shift), or after ``max_iter``
+    sweeps. The labels always belong to the returned centers; an emptied cluster keeps its center.
     """
     centers, _ = kmeans_plusplus(key, X, w, n_clusters)
+    p = w / jnp.sum(w)
+    mean = p @ X
+    tol_abs = tol * jnp.mean(p @ (X - mean) ** 2)
 
     def assign(C):
         return jnp.argmin(_sq_dists(X, C), axis=1)
@@ -64,13 +74,14 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 100):
         i, C, labels, _ = state
         R = jax.nn.one_hot(labels, n_clusters, dtype=X.dtype) * w[:, None]
         nk = R.sum(0)
-        C = jnp.where(nk[:, None] > 0, (R.T @ X) / jnp.where(nk > 0, nk, 1.0)[:, None], C)
-        new = assign(C)
-        return i + 1, C, new, jnp.any(new != labels)
+        C_new = jnp.where(nk[:, None] > 0, (R.T @ X) / jnp.where(nk > 0, nk, 1.0)[:, None], C)
+        new = assign(C_new)
+        go_on = jnp.any(new != labels) & (jnp.sum((C_new - C) ** 2) > tol_abs)
+        return i + 1, C_new, new, go_on
 
     def cond(state):
-        i, _, _, changed = state
-        return (i < max_iter) & changed
+        i, _, _, go_on = state
+        return (i < max_iter) & go_on
 
     labels = assign(centers)
     _, centers, labels, _ = jax.lax.while_loop(cond, body, (0, centers, labels, True))

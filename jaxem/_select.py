@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._batch import auto_batch_size, batched
 from ._fit import FitResult, fit
 from ._restarts import best_restart
 from ._validate import as_data, validate
@@ -97,13 +98,16 @@ def _starts(key, X, w, *, models, n_init, K_max, method):
     for model in models:
         init = lambda k: pad_components(model.init(k, X, w, method=method), K_max,
                                         model.covariance_type)
-        out.append(jax.vmap(init)(restart_keys(key, model.n_components, n_init)))
+        keys = restart_keys(key, model.n_components, n_init)
+        out.append(batched(init, batch_size=auto_batch_size(n_init, X.size))(keys))
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *out)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "n_init", "static_kw"))
 def _fit_batch(starts, X, w, tol, *, model, n_init, static_kw):
-    res = jax.vmap(lambda p: fit(model, p, X, weights=w, tol=tol, **dict(static_kw)))(starts)
+    one = lambda p: fit(model, p, X, weights=w, tol=tol, **dict(static_kw))
+    n = jax.tree_util.tree_leaves(starts)[0].shape[0]
+    res = batched(one, batch_size=auto_batch_size(n, X.size))(starts)
     res = jax.tree_util.tree_map(lambda a: a.reshape((-1, n_init) + a.shape[1:]), res)
     return jax.vmap(best_restart)(res)  # best of n_init per candidate K
 
@@ -113,7 +117,7 @@ def select_n_components(key, X, n_components_range, covariance_types=("full",), 
                         reg_covar: float = 1e-6, tol=1e-3, **fit_kwargs) -> SelectionResult:
     """Fit Gaussian mixtures for every K in ``n_components_range`` and pick K by BIC or AIC.
 
-    For each covariance type, all (K, restart) pairs run as ONE `jax.vmap` batch of `jaxem.fit` on a
+    For each covariance type, all (K, restart) pairs run as ONE `jaxem.batched` call of `jaxem.fit` on a
     K_max-component model, unused components masked by weight 0 (see the module docstring). Restart
     j of candidate K starts from ``GaussianMixture(K, type, reg_covar).init(restart_keys(key, K,
     n_init)[j], X, weights, method=init_method)``; the best restart per K is the one with the highest

@@ -96,7 +96,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     Same iterates as `sklearn.mixture.GaussianMixture` from the same start (E-step, M-step with
     ``reg_covar`` on the diagonal, stop after the first iteration whose lower-bound change is below
     ``tol``). Differences: ``fit`` accepts ``sample_weight``; the ``n_init`` restarts run as one
-    vmapped batch (`jaxem.fit_restarts`) and the best is the one with the highest final
+    batched call (`jaxem.fit_restarts`) and the best is the one with the highest final
     log-likelihood; ``verbose >= 1`` shows a tqdm bar (``verbose_interval`` is accepted and ignored);
     a warm start's first iteration is compared with -inf (not with the previous ``lower_bound_``), so
     it runs at least two iterations; a component given weight exactly 0 in ``weights_init`` stays
