@@ -12,6 +12,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from ._chunk import chunked_map, chunked_sum_rows
+
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
@@ -38,18 +40,22 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
     """
     n_trials = 2 + int(math.log(n_clusters))
     u = jax.random.uniform(key, (n_clusters, n_trials), X.dtype)
+
+    def sq_dists(C):  # elementwise: fuses into its reductions (two GEMMs on X would copy X)
+        return jnp.sum((X[:, None, :] - C[None]) ** 2, -1)
+
     i0 = _draw(u[0, :1], w)[0]
     idx = jnp.zeros(n_clusters, jnp.int32).at[0].set(i0)
-    closest = _sq_dists(X, X[i0][None])[:, 0]
+    closest = sq_dists(X[i0][None])[:, 0]
 
     def body(j, carry):
         idx, closest = carry
         pot = w * closest
         # If every weighted point already coincides with a center, fall back to the weights.
         cand = _draw(u[j], jnp.where(jnp.any(pot > 0), pot, w))
-        d = jnp.minimum(closest[:, None], _sq_dists(X, X[cand]))  # (N, trials)
-        best = jnp.argmin(jnp.sum(w[:, None] * d, 0))
-        return idx.at[j].set(cand[best]), d[:, best]
+        potentials = jnp.sum(w[:, None] * jnp.minimum(closest[:, None], sq_dists(X[cand])), 0)
+        best = cand[jnp.argmin(potentials)]
+        return idx.at[j].set(best), jnp.minimum(closest, sq_dists(X[best][None])[:, 0])
 
     idx, _ = jax.lax.fori_loop(1, n_clusters, body, (idx, closest))
     return X[idx], idx
@@ -65,16 +71,21 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
     centers, _ = kmeans_plusplus(key, X, w, n_clusters)
     p = w / jnp.sum(w)
     mean = p @ X
-    tol_abs = tol * jnp.mean(p @ (X - mean) ** 2)
+    tol_abs = tol * jnp.mean(jnp.sum(p[:, None] * (X - mean) ** 2, 0))  # a fused reduction
 
+    # Streamed over row blocks: no (N, K) distance or one-hot matrix is ever formed.
     def assign(C):
-        return jnp.argmin(_sq_dists(X, C), axis=1)
+        return chunked_map(lambda x: jnp.argmin(_sq_dists(x, C), axis=1).astype(jnp.int32), X,
+                           None, n_clusters)
+
+    def sums(x, l, wb):
+        R = jax.nn.one_hot(l, n_clusters, dtype=X.dtype) * wb[:, None]
+        return R.sum(0), R.T @ x
 
     def body(state):
         i, C, labels, _ = state
-        R = jax.nn.one_hot(labels, n_clusters, dtype=X.dtype) * w[:, None]
-        nk = R.sum(0)
-        C_new = jnp.where(nk[:, None] > 0, (R.T @ X) / jnp.where(nk > 0, nk, 1.0)[:, None], C)
+        nk, sx = chunked_sum_rows(sums, (X, labels, w), None, n_clusters * X.shape[1])
+        C_new = jnp.where(nk[:, None] > 0, sx / jnp.where(nk > 0, nk, 1.0)[:, None], C)
         new = assign(C_new)
         go_on = jnp.any(new != labels) & (jnp.sum((C_new - C) ** 2) > tol_abs)
         return i + 1, C_new, new, go_on
@@ -103,6 +114,22 @@ def initial_responsibilities(key, X, w, n_components: int, method: str = "kmeans
     return _initial_responsibilities(key, X, w, n_components=int(n_components), method=method)
 
 
+@functools.partial(jax.jit, static_argnames=("model", "method"))
+def _init_compiled(model, key, X, w, method: str):
+    K = model.n_components
+    if method != "random" and hasattr(model, "_m_step_labels"):  # no (N, K) array for hard starts
+        return model._m_step_labels(_labels(key, X, w, K, method), X, w)
+    return model.m_step(_responsibilities(key, X, w, K, method), X, w)
+
+
+def init_from_responsibilities(model, key, X, w, method: str = "kmeans"):
+    """``model.m_step`` of the starting responsibilities of ``method``: one compiled program per
+    (model, shapes, method), so an eager ``model.init`` compiles once instead of op by op."""
+    if method not in INIT_METHODS:
+        raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
+    return _init_compiled(model, key, X, w, method=method)
+
+
 def _responsibilities(key, X, w, n_components: int, method: str = "kmeans"):
     """``(N, K)`` starting responsibilities by scikit-learn's ``init_params`` rules.
 
@@ -112,17 +139,22 @@ def _responsibilities(key, X, w, n_components: int, method: str = "kmeans"):
     - ``"random_from_data"``: one-hot on K distinct rows drawn ∝ w.
     """
     K = n_components
-    if method == "kmeans":
-        _, labels = kmeans(key, X, w, K)
-        return jax.nn.one_hot(labels, K, dtype=X.dtype)
-    if method == "k-means++":
-        _, idx = kmeans_plusplus(key, X, w, K)
-        return jnp.zeros((X.shape[0], K), X.dtype).at[idx, jnp.arange(K)].set(1.0)
     if method == "random":
         r = jax.random.uniform(key, (X.shape[0], K), X.dtype)
         return r / r.sum(1, keepdims=True)
-    if method == "random_from_data":
-        p = w / jnp.sum(w)
-        idx = jax.random.choice(key, X.shape[0], (K,), replace=False, p=p)
-        return jnp.zeros((X.shape[0], K), X.dtype).at[idx, jnp.arange(K)].set(1.0)
-    raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
+    return jax.nn.one_hot(_labels(key, X, w, K, method), K, dtype=X.dtype)  # -1: a zero row
+
+
+def _labels(key, X, w, n_components: int, method: str):
+    """``(N,)`` int32 hard starts: k-means labels, or the component of each seed row and -1
+    elsewhere ("k-means++", "random_from_data")."""
+    K = n_components
+    if method == "kmeans":
+        return kmeans(key, X, w, K)[1].astype(jnp.int32)
+    if method == "k-means++":
+        _, idx = kmeans_plusplus(key, X, w, K)
+    elif method == "random_from_data":
+        idx = jax.random.choice(key, X.shape[0], (K,), replace=False, p=w / jnp.sum(w))
+    else:
+        raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
+    return jnp.full(X.shape[0], -1, jnp.int32).at[idx].set(jnp.arange(K, dtype=jnp.int32))

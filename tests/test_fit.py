@@ -131,13 +131,13 @@ def test_describe_status_names_every_flag():
 def test_eager_calls_compile_once():
     """Eager (un-jitted) fits and inits with the same shapes and configuration reuse one program."""
     from jaxem._fit import _fit_compiled
-    from jaxem._init import _initial_responsibilities
+    from jaxem._init import _init_compiled
 
     Xs, Ws = _batch()
     model = jaxem.GaussianMixture(3, "spherical")
-    before = _fit_compiled._cache_size(), _initial_responsibilities._cache_size()
+    before = _fit_compiled._cache_size(), _init_compiled._cache_size()
     for b in range(3):
         p = model.init(jax.random.key(b), Xs[b], Ws[b])
         jaxem.fit(model, p, Xs[b], weights=Ws[b], tol=1e-4)
-    after = _fit_compiled._cache_size(), _initial_responsibilities._cache_size()
+    after = _fit_compiled._cache_size(), _init_compiled._cache_size()
     assert after[0] - before[0] == 1 and after[1] - before[1] == 1

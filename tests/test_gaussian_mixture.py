@@ -260,3 +260,17 @@ def test_float64_accumulation_of_float32_blocks():
     with pytest.raises(ValueError, match="accumulate_dtype"):
         with jax.enable_x64(False):
             acc.em_update(p0, X32[:100], np.ones(100, np.float32))
+
+
+@pytest.mark.parametrize("ct", COV_TYPES)
+def test_init_m_step_from_labels_equals_one_hot_m_step(ct):
+    """``init`` streams its M-step from hard labels (-1: no component) without an (N, K) matrix:
+    the same parameters as the public m_step of the one-hot responsibilities."""
+    X, labels = blobs(seed=8, n=203, d=3, k=3)
+    labels = labels.astype(np.int32)
+    labels[::5] = -1
+    w = np.random.default_rng(1).uniform(0.5, 1.5, X.shape[0])
+    model = jaxem.GaussianMixture(3, ct, chunk_size=64)
+    got = model._m_step_labels(jnp.asarray(labels), jnp.asarray(X), jnp.asarray(w))
+    want = jaxem.GaussianMixture(3, ct).m_step(jax.nn.one_hot(labels, 3, dtype=X.dtype), X, w)
+    assert_tree_allclose(got, want, rtol=1e-12, atol=1e-12)

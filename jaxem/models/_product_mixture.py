@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from .._chunk import chunked_sum
-from .._init import initial_responsibilities
+from .._init import init_from_responsibilities
 from .._status import Status, flag
 from .._validate import as_data, is_concrete, validate
 from ._base import Mixture
@@ -92,8 +92,7 @@ class ProductMixture(Mixture):
         X, w = as_data(X, weights)
         validate(X, w, self.n_components)
         self.check_data(X)
-        resp = initial_responsibilities(key, X, w, self.n_components, method)
-        return self.m_step(resp, X, w)
+        return init_from_responsibilities(self, key, X, w, method)
 
     def sample(self, key, params, n: int, return_labels: bool = False):
         """Draw ``n`` samples ``(n, D)`` (and their components if ``return_labels``)."""

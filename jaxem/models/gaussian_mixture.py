@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._chunk import chunked_sum, chunked_sum_rows
-from .._init import initial_responsibilities
+from .._init import init_from_responsibilities
 from .._status import Status, flag
 from .._validate import as_data, validate
 from ._base import Mixture
@@ -135,8 +135,7 @@ class GaussianMixture(Mixture):
         responsibilities followed by one M-step, as scikit-learn's ``init_params``."""
         X, w = as_data(X, weights)
         validate(X, w, self.n_components)
-        resp = initial_responsibilities(key, X, w, self.n_components, method)
-        return self.m_step(resp, X, w)
+        return init_from_responsibilities(self, key, X, w, method)
 
     # --- geometry: everything the E-step needs from the parameters, computed once per iteration ----
     def _geometry(self, params) -> _Geometry:
@@ -241,18 +240,34 @@ class GaussianMixture(Mixture):
         """Closed-form M-step from responsibilities ``posterior (N, K)``, in two passes as
         scikit-learn: the means, then the covariances about them (exact in float32 too)."""
         X, w = as_data(X, weights)
-        rw = posterior * w[:, None]
-        nk_e = jnp.sum(rw, 0) + 10 * jnp.finfo(X.dtype).eps
-        means = (rw.T @ X) / nk_e[:, None]
+        return self._m_step_streamed(lambda r, wb: r * wb[:, None], posterior, X, w, params)
+
+    def _m_step_labels(self, labels, X, w) -> GaussianMixtureParams:
+        """`m_step` of one-hot responsibilities given as ``labels (N,)`` (-1: no component),
+        without ever forming the (N, K) matrix (used by ``init``)."""
+        K = self.n_components
+        onehot = lambda l, wb: jax.nn.one_hot(l, K, dtype=X.dtype) * wb[:, None]
+        return self._m_step_streamed(onehot, labels, X, w, None)
+
+    def _m_step_streamed(self, rw_of, R, X, w, params):
+        """Both passes of `m_step` streamed over row blocks of (X, R, w); ``rw_of(R_block,
+        w_block)`` gives the block's weighted responsibilities (N, K)."""
+        width = self._width(X)
+
+        def first(x, r, wb):
+            rw = rw_of(r, wb)
+            return jnp.sum(rw, 0), rw.T @ x
+
+        nk, sx = chunked_sum_rows(first, (X, R, w), self.chunk_size, width)
+        means = sx / (nk + 10 * jnp.finfo(X.dtype).eps)[:, None]
         # Residuals about the new means, un-whitened by the identity (L = I, or unit scales).
         K, D = means.shape
         eye = jnp.eye(D, dtype=X.dtype)
         L = {"full": jnp.broadcast_to(eye, (K, D, D)), "tied": eye,
              "diag": jnp.ones((K, D), X.dtype), "spherical": jnp.ones(K, X.dtype)}[self.covariance_type]
         g = _Geometry(means, L, L, None, None)
-        # Second pass streamed over row blocks: no (N, K, D) residual array for large N.
-        st = chunked_sum_rows(lambda x, r: self._stats(r, x[:, None, :] - means[None]), (X, rw),
-                              self.chunk_size, self._width(X))
+        second = lambda x, r, wb: self._stats(rw_of(r, wb), x[:, None, :] - means[None])
+        st = chunked_sum_rows(second, (X, R, w), self.chunk_size, width)
         return self._params_from_stats(st, g, params)[0]
 
     def _use_moments(self, dtype) -> bool:
