@@ -1,5 +1,6 @@
 """jaxem: differentiable Expectation-Maximization in JAX."""
 
+from ._compile import COMPILER_OPTIONS as COMPILER_OPTIONS
 from ._elbo import elbo as elbo
 from ._fisher import fisher_score as fisher_score
 from ._fit import FitResult as FitResult

@@ -15,6 +15,8 @@ from typing import Callable
 import jax
 import numpy as np
 
+from ._compile import compiled
+
 # Per-member elements (largest input) below which members are grouped on CPU: tiny fits are
 # dominated by per-iteration overhead, which a small vmap amortises.
 _CPU_BLOCK_ELEMENTS = 1024
@@ -35,7 +37,8 @@ def batched(fn: Callable, *, batch_size: int | None = None) -> Callable:
     batch axis), evaluated in blocks of ``batch_size`` members by `jax.lax.map`.
 
     Use it for many independent fits (datasets, restarts, hyper-parameters) in one compiled call;
-    it composes with `jax.jit` and `jax.grad` like `jax.vmap`.
+    it composes with `jax.jit` and `jax.grad` like `jax.vmap`. Called eagerly, it compiles the
+    whole map as one program (with `jaxem.COMPILER_OPTIONS` on CPU).
 
     Args:
       fn: the per-member function.
@@ -53,6 +56,7 @@ def batched(fn: Callable, *, batch_size: int | None = None) -> Callable:
       (100,)
     """
 
+    @compiled
     def mapped(*args):
         leaves = jax.tree_util.tree_leaves(args)
         if not leaves:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from ._adjoint import implicit_params
+from ._compile import compiled
 from ._mstep import ClosedFormMStep
 from ._progress import with_progress
 from ._status import FATAL, Status, flag
@@ -208,5 +208,5 @@ def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress)
 # Compiled once per (model, shapes, static options) and reused by eager calls; inside a caller's
 # jit/vmap/grad it is simply inlined. (The loop's closures are rebuilt on every call, so without this
 # every eager call of `fit` would compile the loop again.)
-_fit_compiled = functools.partial(
-    jax.jit, static_argnames=("model", "max_iter", "updater", "adjoint", "progress"))(_fit_impl)
+_fit_compiled = compiled(_fit_impl,
+                         static_argnames=("model", "max_iter", "updater", "adjoint", "progress"))

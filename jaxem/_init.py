@@ -6,13 +6,13 @@ M-step, as scikit-learn's ``init_params`` does.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 
 from ._chunk import chunked_map, chunked_sum_rows
+from ._compile import compiled
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -101,7 +101,7 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
 
 # Compiled once per shape and method: eager `model.init` calls would otherwise recompile the k-means
 # loop on every call (its closures are new each time). Inlined under a caller's jit.
-@functools.partial(jax.jit, static_argnames=("n_components", "method"))
+@compiled(static_argnames=("n_components", "method"))
 def _initial_responsibilities(key, X, w, n_components: int, method: str):
     return _responsibilities(key, X, w, n_components, method)
 
@@ -114,7 +114,7 @@ def initial_responsibilities(key, X, w, n_components: int, method: str = "kmeans
     return _initial_responsibilities(key, X, w, n_components=int(n_components), method=method)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method"))
+@compiled(static_argnames=("model", "method"))
 def _init_compiled(model, key, X, w, method: str):
     K = model.n_components
     if method != "random" and hasattr(model, "_m_step_labels"):  # no (N, K) array for hard starts

@@ -10,7 +10,6 @@ n = Σ_n w_n and p the number of free parameters of the K-component model:
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._batch import auto_batch_size, batched
+from ._compile import compiled
 from ._fit import FitResult, fit
 from ._restarts import best_restart
 from ._validate import as_data, validate
@@ -90,7 +90,7 @@ def restart_keys(key, K: int, n_init: int):
     return jax.random.split(jax.random.fold_in(key, K), n_init)
 
 
-@functools.partial(jax.jit, static_argnames=("models", "n_init", "K_max", "method"))
+@compiled(static_argnames=("models", "n_init", "K_max", "method"))
 def _starts(key, X, w, *, models, n_init, K_max, method):
     """Padded starts of every candidate, stacked K-major: ``(len(models) * n_init, ...)``.
     One program for all K (compiling one program is ~3x faster than one per K)."""
@@ -103,7 +103,7 @@ def _starts(key, X, w, *, models, n_init, K_max, method):
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *out)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "n_init", "static_kw"))
+@compiled(static_argnames=("model", "n_init", "static_kw"))
 def _fit_batch(starts, X, w, tol, *, model, n_init, static_kw):
     one = lambda p: fit(model, p, X, weights=w, tol=tol, **dict(static_kw))
     n = jax.tree_util.tree_leaves(starts)[0].shape[0]

@@ -15,7 +15,6 @@ similar size, reuses the compiled program.
 from __future__ import annotations
 
 import contextlib
-import functools
 import warnings
 from numbers import Integral, Real
 
@@ -30,6 +29,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 
+from ._compile import compiled
 from ._restarts import fit_restarts
 from ._status import FATAL, describe_status
 from .models.gaussian_mixture import GaussianMixture as _GMM
@@ -39,7 +39,7 @@ __all__ = ["GaussianMixture"]
 
 
 # --- compiled programs (module level: shared by all estimators, cached per static config/shape) ----
-@functools.partial(jax.jit, static_argnames=("model", "n_init", "init_method", "max_iter", "progress"))
+@compiled(static_argnames=("model", "n_init", "init_method", "max_iter", "progress"))
 def _fit_from_key(key, X, w, tol, given, *, model, n_init, init_method, max_iter, progress):
     def init_fn(k):
         if init_method is None:  # every parameter given (or a warm start)
@@ -57,13 +57,13 @@ def _init(model, key, X, w, init_method):
     return model.init(key, X, w, method=init_method)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "init_method"))
+@compiled(static_argnames=("model", "init_method"))
 def _init_only(key, X, w, given, *, model, init_method):
     p = _init(model, key, X, w, init_method)
     return GaussianMixtureParams(*(p if g is None else g for p, g in zip(p, given)))
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@compiled(static_argnames=("model",))
 def _log_joint(params, X, *, model):
     return model.log_joint_matrix(params, X)
 

@@ -141,3 +141,22 @@ def test_eager_calls_compile_once():
         jaxem.fit(model, p, Xs[b], weights=Ws[b], tol=1e-4)
     after = _fit_compiled._cache_size(), _init_compiled._cache_size()
     assert after[0] - before[0] == 1 and after[1] - before[1] == 1
+
+
+def test_light_compiler_options_same_fit():
+    """Eager calls compile with jaxem.COMPILER_OPTIONS on CPU; a caller's jit (nested jits cannot
+    carry options) uses XLA's defaults, and the user may pass the options to their own jit.
+    All three give the same fit."""
+    from jaxem._compile import light_options
+
+    X, _ = blobs(seed=3, n=150, d=3, k=3)
+    model = jaxem.GaussianMixture(3)
+    p0 = model.init(jax.random.key(0), X)
+    eager = jaxem.fit(model, p0, X, max_iter=20, tol=0)
+    f = lambda p, x: jaxem.fit(model, p, x, max_iter=20, tol=0)
+    default = jax.jit(f)(p0, X)
+    opts = dict(jaxem.COMPILER_OPTIONS) if light_options() is not None else None
+    user = jax.jit(f, compiler_options=opts)(p0, X)
+    for other in (default, user):
+        assert_tree_allclose(eager.params, other.params, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(eager.trace, other.trace, rtol=1e-12)
