@@ -75,8 +75,9 @@ def _active(state: _State, max_iter: int):
     return (state.i < max_iter) & ~state.converged & ((state.status & int(FATAL)) == 0)
 
 
-def _step(model, updater, X, w, total_w, tol, state: _State) -> _State:
-    """One EM iteration with the non-finite guard and the scikit-learn convergence test."""
+def _step(model, updater, X, w, total_w, tol, state: _State):
+    """One EM iteration with the non-finite guard and the scikit-learn convergence test; returns
+    the new state and the mean log-likelihood at ``state.params``."""
     new, mstate, ll_sum, st = updater.update(model, state.params, state.mstate, X, w)
     ll = ll_sum / total_w
     ok_ll = jnp.isfinite(ll)
@@ -98,29 +99,45 @@ def _step(model, updater, X, w, total_w, tol, state: _State) -> _State:
         trace=state.trace.at[state.i].set(jnp.where(ok_ll, ll, jnp.nan)),
         converged=converged,
         status=status,
-    )
+    ), ll
 
 
 def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progress=False,
            final_log_likelihood=True):
-    """The bare loop (no validation, no adjoint): returns a `FitResult`."""
+    """The bare loop (no validation, no adjoint): returns a `FitResult`.
+
+    With a closed-form M-step the final log-likelihood (at the returned parameters) comes from one
+    more pass of the loop body after the last iteration, so no separate evaluation is compiled.
+    """
     total_w = jnp.sum(w)
     state = _init_state(model, updater, params, X, w, max_iter)
     step = lambda s: _step(model, updater, X, w, total_w, tol, s)
     if progress:  # Python-level: no callback in the program when off
         step = with_progress(step, lambda s: _active(s, max_iter), max_iter)
+    nan = jnp.full((), jnp.nan, X.dtype)
+    final_ll = None
     if unrolled:
         # A bounded scan (reverse-differentiable): inactive iterations leave the state unchanged.
         def body(s, _):
-            return _select(_active(s, max_iter), step(s), s), None
+            return _select(_active(s, max_iter), step(s)[0], s), None
 
         state, _ = jax.lax.scan(jax.checkpoint(body), state, None, length=max_iter)
+    elif final_log_likelihood and isinstance(updater, ClosedFormMStep):
+        # Iterate while active; the first inactive pass only records log p(X | θ) and stops.
+        def body(carry):
+            s, final, _ = carry
+            active = _active(s, max_iter)
+            new, ll = step(s)
+            return _select(active, new, s), jnp.where(active, final, ll), ~active
+
+        state, final_ll, _ = jax.lax.while_loop(lambda c: ~c[2], body,
+                                                (state, nan, jnp.bool_(False)))
     else:
-        state = jax.lax.while_loop(lambda s: _active(s, max_iter), step, state)
+        state = jax.lax.while_loop(lambda s: _active(s, max_iter), lambda s: step(s)[0], state)
     status = state.status | flag(~state.converged & (tol > 0), Status.MAX_ITER_REACHED)
     status = jnp.where((status & int(FATAL)) != 0, status & ~int(Status.MAX_ITER_REACHED), status)
-    final_ll = (model.log_likelihood(state.params, X, w) / total_w if final_log_likelihood
-                else jnp.full((), jnp.nan, X.dtype))
+    if final_ll is None:
+        final_ll = model.log_likelihood(state.params, X, w) / total_w if final_log_likelihood else nan
     return FitResult(state.params, final_ll, state.i, state.converged, state.trace, status)
 
 
@@ -200,9 +217,29 @@ def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress)
         return run_em(model, params, X, w, unrolled=True, **kw)
     # Implicit: the loop sees no tangents; derivatives are attached at the fixed point.
     sg = jax.lax.stop_gradient
-    r = run_em(model, sg(params), sg(X), sg(w), final_log_likelihood=False, **kw)
+    in_loop = isinstance(updater, ClosedFormMStep)  # the loop evaluates the final log-likelihood
+    r = run_em(model, sg(params), sg(X), sg(w), final_log_likelihood=in_loop, **kw)
     theta = implicit_params(model, r.params, X, w, updater=updater)
-    return r._replace(params=theta, log_likelihood=model.log_likelihood(theta, X, w) / jnp.sum(w))
+    return r._replace(params=theta, log_likelihood=_mean_log_likelihood(
+        model, theta, X, w, r.log_likelihood if in_loop else None))
+
+
+def _mean_log_likelihood(model, theta, X, w, value=None):
+    """(1/Σw) log p(X | θ), differentiable in θ, X and w. With ``value`` (already computed by the
+    loop) the evaluation is traced only when something is differentiated."""
+    f = lambda theta, X, w: model.log_likelihood(theta, X, w) / jnp.sum(w)
+    if value is None:
+        return f(theta, X, w)
+
+    @jax.custom_jvp
+    def known(theta, X, w, value):
+        return value
+
+    @known.defjvp
+    def _(primals, tangents):
+        return primals[3], jax.jvp(f, primals[:3], tangents[:3])[1]
+
+    return known(theta, X, w, jax.lax.stop_gradient(value))
 
 
 # Compiled once per (model, shapes, static options) and reused by eager calls; inside a caller's

@@ -73,8 +73,9 @@ def with_progress(step, active, max_iter: int):
     """Wrap a loop ``step(state) -> state`` so that it reports ``state.i`` and ``state.ll``."""
 
     def wrapped(state):
-        new = step(state)
+        out = step(state)
+        new = out[0] if isinstance(out, tuple) and not hasattr(out, "_fields") else out
         report(new.i, new.ll, ~active(new), active(state), max_iter)
-        return new
+        return out
 
     return wrapped
