@@ -154,9 +154,10 @@ def _e2e_child(kind, N, D, K, cache_dir):
     print(json.dumps(out))
 
 
-def _child(args):
+def _child(args, env=None):
+    env = None if env is None else {**os.environ, **env}
     res = subprocess.run([sys.executable, __file__] + [str(a) for a in args], capture_output=True,
-                         text=True)
+                         text=True, env=env)
     try:
         return json.loads(res.stdout.strip().splitlines()[-1])
     except Exception:
@@ -258,12 +259,17 @@ def section_memory(N, D, K, rows):
     x_mb = N * D * 4 / 2**20
     print(f"\n4. Peak RSS, N={N:,} D={D} K={K} float32 (X is {x_mb:.0f} MB; target < 2 X + 300 MB"
           f" = {2 * x_mb + 300:.0f} MB)")
-    kinds = ["baseline", "jaxem", "jaxem-kmeans"] + (["gmmx"] if gmmx is not None else [])
+    kinds = ["baseline", "jaxem", "jaxem-kmeans", "jaxem-kmeans-pinned"] + (
+        ["gmmx"] if gmmx is not None else [])
     labels = {"baseline": "baseline", "jaxem": "jaxem", "jaxem-kmeans": "jaxem, k-means init",
-              "gmmx": "gmmx"}
+              "jaxem-kmeans-pinned": "  same, glibc mmap threshold pinned", "gmmx": "gmmx"}
+    # glibc raises its mmap threshold after each large free, so XLA's freed temporaries then come
+    # from (and fragment) the heap; MALLOC_MMAP_THRESHOLD_ pins it (a process setting, for scale).
+    pinned = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
     out = {}
     for kind in kinds:
-        r = _child(["--rss-child", kind, N, D, K])
+        child_kind = kind.replace("-pinned", "")
+        r = _child(["--rss-child", child_kind, N, D, K], env=pinned if kind.endswith("pinned") else None)
         out[kind] = r["rss_mb"] if r else float("nan")
     for kind, mb in out.items():
         extra = "" if kind == "baseline" else f"; {mb - out['baseline']:5.0f} MB above the baseline"

@@ -90,3 +90,24 @@ def chunked_map(fn: Callable, X: jax.Array, chunk_size: int | None, width: int) 
                       jnp.arange(nb))
     # The last block holds rows n-c .. n-1; the first (nb-1)·c - (n-c) of them are already out.
     return jnp.concatenate([out[:-1].reshape(-1), out[-1, (nb - 1) * c - (n - c):]])
+
+
+def chunked_map_sum(fn: Callable, rows: tuple, chunk_size: int | None, width: int):
+    """One streamed pass giving both a sum and a row-wise map: ``fn(*block) -> (sums, per_row)``
+    with ``per_row`` of shape ``(c, ...)``; returns ``(Σ_blocks sums, per_row for all N rows)``.
+    The sums follow `chunked_sum_rows` (overlap zeroed in the last array of ``rows``)."""
+    n = rows[0].shape[0]
+    c = auto_chunk_size(n, width) if chunk_size is None else int(min(chunk_size, n))
+    if c >= n:
+        return fn(*rows)
+    nb, read = _reader(rows, c)
+    shapes = jax.eval_shape(fn, *read(0))
+    zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0])
+
+    def body(acc, i):
+        sums, per_row = fn(*read(i))
+        return jax.tree_util.tree_map(jnp.add, acc, sums), per_row
+
+    total, out = jax.lax.scan(body, zero, jnp.arange(nb))
+    skip = (nb - 1) * c - (n - c)  # rows of the last block already given by its predecessor
+    return total, jnp.concatenate([out[:-1].reshape((-1,) + out.shape[2:]), out[-1, skip:]])

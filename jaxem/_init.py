@@ -11,7 +11,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._chunk import chunked_map, chunked_sum_rows
+from ._chunk import chunked_map_sum
 from ._compile import compiled
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -66,27 +66,27 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
 
     Stops as scikit-learn's KMeans: when no label changes, when the centers move by at most
     ``tol`` times the mean per-feature variance of X (summed squared shift), or after ``max_iter``
-    sweeps. The labels always belong to the returned centers; an emptied cluster keeps its center.
+    sweeps. Each sweep labels the rows by the current centers and moves every center to the mean
+    of its rows; the returned centers are the means of the returned labels (with no label
+    change they are also the labels' nearest centers). An emptied cluster keeps its center.
     """
     centers, _ = kmeans_plusplus(key, X, w, n_clusters)
     p = w / jnp.sum(w)
     mean = p @ X
     tol_abs = tol * jnp.mean(jnp.sum(p[:, None] * (X - mean) ** 2, 0))  # a fused reduction
 
-    # Streamed over row blocks: no (N, K) distance or one-hot matrix is ever formed.
-    def assign(C):
-        return chunked_map(lambda x: jnp.argmin(_sq_dists(x, C), axis=1).astype(jnp.int32), X,
-                           None, n_clusters)
-
-    def sums(x, l, wb):
-        R = jax.nn.one_hot(l, n_clusters, dtype=X.dtype) * wb[:, None]
-        return R.sum(0), R.T @ x
+    # One streamed pass per sweep: the labels of the current centers and the weighted sums of the
+    # rows per label (no (N, K) distance or one-hot matrix is ever formed).
+    def sweep(x, wb, C):
+        labels = jnp.argmin(_sq_dists(x, C), axis=1).astype(jnp.int32)
+        R = jax.nn.one_hot(labels, n_clusters, dtype=X.dtype) * wb[:, None]
+        return (R.sum(0), R.T @ x), labels
 
     def body(state):
         i, C, labels, _ = state
-        nk, sx = chunked_sum_rows(sums, (X, labels, w), None, n_clusters * X.shape[1])
+        (nk, sx), new = chunked_map_sum(lambda x, wb: sweep(x, wb, C), (X, w), None,
+                                        n_clusters * X.shape[1])
         C_new = jnp.where(nk[:, None] > 0, sx / jnp.where(nk > 0, nk, 1.0)[:, None], C)
-        new = assign(C_new)
         go_on = jnp.any(new != labels) & (jnp.sum((C_new - C) ** 2) > tol_abs)
         return i + 1, C_new, new, go_on
 
@@ -94,7 +94,7 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
         i, _, _, go_on = state
         return (i < max_iter) & go_on
 
-    labels = assign(centers)
+    labels = jnp.full(X.shape[0], -1, jnp.int32)
     _, centers, labels, _ = jax.lax.while_loop(cond, body, (0, centers, labels, True))
     return centers, labels
 

@@ -49,7 +49,8 @@ def check_values(X, weights, n_components: int | None = None) -> None:
     """Raise `ValueError` for bad values. Only call on concrete (non-traced) arrays."""
     Xn = np.asarray(X)
     wn = np.asarray(weights)
-    if not np.all(np.isfinite(Xn)):
+    # Row blocks: no N x D boolean temporary for a large X.
+    if not all(np.isfinite(Xn[i:i + 65536]).all() for i in range(0, Xn.shape[0], 65536)):
         bad = np.flatnonzero(~np.all(np.isfinite(Xn), axis=1))
         raise ValueError(
             f"X contains NaN or inf in {bad.size} row(s) (first: {bad[:5].tolist()}); drop or impute "
@@ -79,8 +80,12 @@ def validate(X, weights, n_components: int | None = None) -> None:
 
 def status_of_data(X, weights, n_components: int | None = None) -> jax.Array:
     """The traced counterpart of `check_values`: an int32 status code."""
-    bad = ~jnp.all(jnp.isfinite(X)) | ~jnp.all(jnp.isfinite(weights)) | jnp.any(weights < 0)
+    # max |.| < inf is False for any NaN or inf; unlike all(isfinite(.)) it is a float reduction
+    # that XLA fuses (no N x D boolean temporary).
+    finite = lambda a: jnp.max(jnp.abs(a), initial=0.0) < jnp.inf
+    bad = ~finite(X) | ~finite(weights) | (jnp.min(weights, initial=0.0) < 0)
     code = flag(bad, Status.INVALID_INPUT)
     if n_components is not None:
-        code = code | flag(jnp.sum(weights > 0) < n_components, Status.TOO_FEW_SAMPLES)
+        n_pos = jnp.sum(jnp.where(weights > 0, 1.0, 0.0), dtype=X.dtype)
+        code = code | flag(n_pos < n_components, Status.TOO_FEW_SAMPLES)
     return code
