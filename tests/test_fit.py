@@ -160,3 +160,17 @@ def test_light_compiler_options_same_fit():
     for other in (default, user):
         assert_tree_allclose(eager.params, other.params, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(eager.trace, other.trace, rtol=1e-12)
+
+
+def test_unsupported_compiler_options_fall_back(monkeypatch):
+    """An XLA that rejects an option gets its defaults, not an error."""
+    from jaxem import _compile
+
+    monkeypatch.setattr(_compile, "COMPILER_OPTIONS", {"xla_no_such_option_in_any_xla": True})
+    _compile.light_options.cache_clear()
+    try:
+        assert _compile.light_options() is None
+        f = _compile.compiled(lambda x: x * 2.0)
+        np.testing.assert_allclose(f(np.arange(3.0)), [0.0, 2.0, 4.0])
+    finally:
+        _compile.light_options.cache_clear()
