@@ -99,21 +99,8 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
     return centers, labels
 
 
-# Compiled once per shape and method: eager `model.init` calls would otherwise recompile the k-means
-# loop on every call (its closures are new each time). Inlined under a caller's jit.
-@compiled(static_argnames=("n_components", "method"))
-def _initial_responsibilities(key, X, w, n_components: int, method: str):
-    return _responsibilities(key, X, w, n_components, method)
-
-
-def initial_responsibilities(key, X, w, n_components: int, method: str = "kmeans"):
-    """``(N, K)`` starting responsibilities by scikit-learn's ``init_params`` rules (see
-    `_responsibilities`); raises ValueError for an unknown method."""
-    if method not in INIT_METHODS:
-        raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
-    return _initial_responsibilities(key, X, w, n_components=int(n_components), method=method)
-
-
+# Compiled once per (model, shapes, method): an eager `model.init` would otherwise recompile the
+# k-means loops on every call (their closures are new each time). Inlined under a caller's jit.
 @compiled(static_argnames=("model", "method"))
 def _init_compiled(model, key, X, w, method: str):
     K = model.n_components

@@ -63,7 +63,7 @@ _P0 = {}
 
 
 def _start(kind, X):
-    """k-means start (initial_responsibilities + M-step), computed once per family."""
+    """k-means start (responsibilities + M-step), computed once per family."""
     if kind not in _P0:
         _P0[kind] = CASES[kind][0].init(jax.random.key(0), X)
     return _P0[kind]

@@ -88,7 +88,7 @@ class ProductMixture(Mixture):
 
     def init(self, key, X, weights=None, method: str = "kmeans"):
         """Parameters from ``method`` ("kmeans", "k-means++", "random", "random_from_data")
-        responsibilities (`jaxem._init.initial_responsibilities`) followed by one M-step."""
+        responsibilities followed by one M-step (`jaxem._init.init_from_responsibilities`)."""
         X, w = as_data(X, weights)
         validate(X, w, self.n_components)
         self.check_data(X)
