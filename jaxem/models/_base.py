@@ -11,6 +11,15 @@ from .._chunk import chunked_map, chunked_sum
 from .._validate import as_data
 
 
+def weighted_posterior(lj, w):
+    """For one block of log joints ``lj (n, K)`` and weights ``w (n,)``: the weighted
+    responsibilities w_n r_nk and Σ_n w_n log p(x_n) (zero-weight rows contribute nothing, even if
+    their log-likelihood is not finite)."""
+    lse = jax.scipy.special.logsumexp(lj, axis=1)
+    rw = jnp.exp(lj - lse[:, None]) * w[:, None]
+    return rw, jnp.sum(jnp.where(w > 0, w * lse, 0.0))
+
+
 class Model:
     """Base of every jaxem model (subclasses are frozen dataclasses).
 

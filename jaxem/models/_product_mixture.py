@@ -20,7 +20,7 @@ from .._chunk import chunked_sum
 from .._init import init_from_responsibilities
 from .._status import Status, flag
 from .._validate import as_data, is_concrete, validate
-from ._base import Mixture
+from ._base import Mixture, weighted_posterior
 
 
 class ProductMixture(Mixture):
@@ -74,10 +74,7 @@ class ProductMixture(Mixture):
         lj = self._log_joint_fn(params)
 
         def chunk(x, wc):
-            l = lj(x)
-            lse = jax.scipy.special.logsumexp(l, axis=1)
-            rw = jnp.exp(l - lse[:, None]) * wc[:, None]
-            ll = jnp.sum(jnp.where(wc > 0, wc * lse, 0.0))
+            rw, ll = weighted_posterior(lj(x), wc)
             return self._stats(rw, x), ll
 
         (nk, sx), ll = chunked_sum(chunk, X, weights, self.chunk_size, self.n_components)

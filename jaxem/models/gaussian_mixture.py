@@ -35,7 +35,7 @@ from .._chunk import chunked_sum, chunked_sum_rows
 from .._init import init_from_responsibilities
 from .._status import Status, flag
 from .._validate import as_data, validate
-from ._base import Mixture
+from ._base import Mixture, weighted_posterior
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 STATISTICS = ("auto", "residuals", "moments")
@@ -66,6 +66,10 @@ class _Geometry(NamedTuple):
     P: jax.Array
     log_det: jax.Array
     log_pi: jax.Array
+
+
+def _cast(tree, dtype):
+    return jax.tree_util.tree_map(lambda a: a.astype(dtype), tree)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,15 +264,20 @@ class GaussianMixture(Mixture):
 
         nk, sx = chunked_sum_rows(first, (X, R, w), self.chunk_size, width)
         means = sx / (nk + 10 * jnp.finfo(X.dtype).eps)[:, None]
-        # Residuals about the new means, un-whitened by the identity (L = I, or unit scales).
-        K, D = means.shape
-        eye = jnp.eye(D, dtype=X.dtype)
-        L = {"full": jnp.broadcast_to(eye, (K, D, D)), "tied": eye,
-             "diag": jnp.ones((K, D), X.dtype), "spherical": jnp.ones(K, X.dtype)}[self.covariance_type]
-        g = _Geometry(means, L, L, None, None)
+        # Residuals about the new means, un-whitened by the identity.
         second = lambda x, r, wb: self._stats(rw_of(r, wb), x[:, None, :] - means[None])
         st = chunked_sum_rows(second, (X, R, w), self.chunk_size, width)
-        return self._params_from_stats(st, g, params)[0]
+        return self._params_from_stats(st, self._identity_geometry(means), params)[0]
+
+    def _identity_geometry(self, means) -> _Geometry:
+        """Statistics taken about ``means (K, D)`` in data coordinates: L = P = I (unit scales
+        for diag and spherical)."""
+        K, D = means.shape
+        eye = jnp.eye(D, dtype=means.dtype)
+        L = {"full": jnp.broadcast_to(eye, (K, D, D)), "tied": eye,
+             "diag": jnp.ones((K, D), means.dtype),
+             "spherical": jnp.ones(K, means.dtype)}[self.covariance_type]
+        return _Geometry(means, L, L, None, None)
 
     def _use_moments(self, dtype) -> bool:
         if self.statistics == "auto":
@@ -287,19 +296,19 @@ class GaussianMixture(Mixture):
             return self._em_update_moments(params, X, weights)
         g = self._geometry(params)
         acc = self._accumulate_dtype(X.dtype)
-        cast = lambda tree: jax.tree_util.tree_map(lambda a: a.astype(acc), tree)
 
         def block(x, wb):
             y = self._whiten(g, x)
-            lj = self._log_joint_from_whitened(g, y)
-            lse = jax.scipy.special.logsumexp(lj, axis=1)
-            rw = jnp.exp(lj - lse[:, None]) * wb[:, None]
-            return cast((self._stats(rw, y), jnp.sum(jnp.where(wb > 0, wb * lse, 0.0))))
+            rw, ll = weighted_posterior(self._log_joint_from_whitened(g, y), wb)
+            return _cast((self._stats(rw, y), ll), acc)
 
         st, ll = chunked_sum(block, X, weights, self.chunk_size, self._width(X))
-        new, status = self._params_from_stats(st, cast(g), cast(params))
-        back = lambda a: a.astype(X.dtype)
-        return jax.tree_util.tree_map(back, new), back(ll), status
+        return self._finish(st, _cast(g, acc), params, ll, X.dtype)
+
+    def _finish(self, st: _Stats, g: _Geometry, params, ll, dtype):
+        """The M-step from accumulated statistics (in their dtype), cast back to the data's."""
+        new, status = self._params_from_stats(st, g, _cast(params, st.sy.dtype))
+        return _cast(new, dtype), ll.astype(dtype), status
 
     def _em_update_moments(self, params, X, weights):
         """`em_update` by raw moments about c = Σ π_k μ_k: ℓ_nk = const_k - ½ φ(x_n)·a_k and
@@ -319,11 +328,8 @@ class GaussianMixture(Mixture):
         def block(x, wb):
             xc = x - c
             phi = jnp.concatenate([xc[:, iu] * xc[:, ju], xc, jnp.ones_like(xc[:, :1])], 1)
-            lj = const - 0.5 * (phi @ a)
-            lse = jax.scipy.special.logsumexp(lj, axis=1)
-            rw = jnp.exp(lj - lse[:, None]) * wb[:, None]
-            ll = jnp.sum(jnp.where(wb > 0, wb * lse, 0.0))
-            return (rw.T @ phi).astype(acc), ll.astype(acc)
+            rw, ll = weighted_posterior(const - 0.5 * (phi @ a), wb)
+            return _cast((rw.T @ phi, ll), acc)
 
         # Blocks of GEMMs only: twice the default working set per block measured fastest here.
         M, ll = chunked_sum(block, X, weights, self.chunk_size, (len(iu) + D + 1) // 2)
@@ -331,12 +337,8 @@ class GaussianMixture(Mixture):
         sym = np.zeros((D, D), int)
         sym[iu, ju] = sym[ju, iu] = np.arange(T)
         st = _Stats(M[:, -1], M[:, T:T + D], M[:, sym])  # N_k, Σ r (x - c), Σ r (x - c)(x - c)ᵀ
-        eye = jnp.broadcast_to(jnp.eye(D, dtype=acc), (K, D, D))
-        centre = _Geometry(jnp.broadcast_to(c.astype(acc), (K, D)), eye, eye, None, None)
-        cast = lambda tree: jax.tree_util.tree_map(lambda v: v.astype(acc), tree)
-        new, status = self._params_from_stats(st, centre, cast(params))
-        back = lambda v: v.astype(X.dtype)
-        return jax.tree_util.tree_map(back, new), back(ll), status
+        centre = self._identity_geometry(jnp.broadcast_to(c.astype(acc), (K, D)))
+        return self._finish(st, centre, params, ll, X.dtype)
 
     def _accumulate_dtype(self, dtype):
         if self.accumulate_dtype is None:
