@@ -26,23 +26,27 @@ COMPILER_OPTIONS = types.MappingProxyType({
 })
 
 
-@functools.cache
+_rejected = set()  # option sets this process's XLA refused ("No such compile option")
+
+
 def light_options() -> dict | None:
-    """`COMPILER_OPTIONS` if the default backend is a CPU whose XLA accepts them, else None."""
-    if jax.default_backend() != "cpu":
-        return None
+    """`COMPILER_OPTIONS` if the default backend is a CPU and its XLA has not rejected them."""
     opts = dict(COMPILER_OPTIONS)
-    try:
-        jax.jit(lambda x: x + 1, compiler_options=opts).lower(1.0).compile()
-    except Exception:  # an XLA without these options: keep its defaults
+    if jax.default_backend() != "cpu" or frozenset(opts) in _rejected:
         return None
     return opts
+
+
+def _unknown_option(err: Exception) -> bool:
+    return isinstance(err, jax.errors.JaxRuntimeError) and "compile option" in str(err)
 
 
 def compiled(fun=None, *, static_argnames=()):
     """``functools.partial(jax.jit, static_argnames=...)(fun)``, except that a top-level call (no
     tracer among the arguments) compiles with `light_options`. Nested jits cannot carry compiler
-    options, so calls under a caller's jit/vmap/grad use the plain jit (and are inlined there)."""
+    options, so calls under a caller's jit/vmap/grad use the plain jit (and are inlined there).
+    An XLA that does not know an option (an older or newer jaxlib) gets its defaults: the first
+    compile reports it and every later call goes straight to the plain jit."""
     if fun is None:
         return functools.partial(compiled, static_argnames=static_argnames)
     plain = jax.jit(fun, static_argnames=static_argnames)
@@ -53,10 +57,16 @@ def compiled(fun=None, *, static_argnames=()):
         opts = light_options() if is_concrete(args, kwargs) else None
         if opts is None:
             return plain(*args, **kwargs)
-        if "jit" not in light:
-            light["jit"] = jax.jit(fun, static_argnames=static_argnames, compiler_options=opts)
-        return light["jit"](*args, **kwargs)
+        key = frozenset(opts.items())
+        if key not in light:
+            light[key] = jax.jit(fun, static_argnames=static_argnames, compiler_options=opts)
+        try:
+            return light[key](*args, **kwargs)
+        except Exception as err:
+            if not _unknown_option(err):
+                raise
+            _rejected.add(frozenset(opts))
+            return plain(*args, **kwargs)
 
-    call._cache_size = lambda: plain._cache_size() + (
-        light["jit"]._cache_size() if "jit" in light else 0)
+    call._cache_size = lambda: plain._cache_size() + sum(j._cache_size() for j in light.values())
     return call

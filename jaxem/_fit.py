@@ -12,7 +12,7 @@ from ._compile import compiled
 from ._mstep import ClosedFormMStep
 from ._progress import with_progress
 from ._status import FATAL, Status, flag
-from ._validate import as_data, status_of_data, validate
+from ._validate import device_array, as_data, status_of_data, validate
 
 
 class FitResult(NamedTuple):
@@ -196,7 +196,7 @@ def fit(
     if int(max_iter) < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
     updater = ClosedFormMStep() if m_step is None else m_step
-    tol = jnp.asarray(tol, X.dtype)
+    tol = device_array(tol, X.dtype)
     static = dict(max_iter=int(max_iter), updater=updater, adjoint=adjoint, progress=bool(progress))
     if _hashable(model) and _hashable(updater):
         return _fit_compiled(model, params, X, w, tol, **static)

@@ -44,20 +44,20 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
     def sq_dists(C):  # elementwise: fuses into its reductions (two GEMMs on X would copy X)
         return jnp.sum((X[:, None, :] - C[None]) ** 2, -1)
 
-    i0 = _draw(u[0, :1], w)[0]
-    idx = jnp.zeros(n_clusters, jnp.int32).at[0].set(i0)
-    closest = sq_dists(X[i0][None])[:, 0]
-
     def body(j, carry):
         idx, closest = carry
-        pot = w * closest
+        pot = w * closest  # all zero at j = 0: the first center is drawn ∝ w
         # If every weighted point already coincides with a center, fall back to the weights.
         cand = _draw(u[j], jnp.where(jnp.any(pot > 0), pot, w))
         potentials = jnp.sum(w[:, None] * jnp.minimum(closest[:, None], sq_dists(X[cand])), 0)
-        best = cand[jnp.argmin(potentials)]
-        return idx.at[j].set(best), jnp.minimum(closest, sq_dists(X[best][None])[:, 0])
+        first = j == 0
+        best = cand[jnp.where(first, 0, jnp.argmin(potentials))]
+        d = sq_dists(X[best][None])[:, 0]  # recomputed: keeping the (N, trials) block costs memory
+        return idx.at[j].set(best), jnp.where(first, d, jnp.minimum(closest, d))
 
-    idx, _ = jax.lax.fori_loop(1, n_clusters, body, (idx, closest))
+    idx = jnp.zeros(n_clusters, jnp.int32)
+    closest = jnp.zeros(X.shape[0], X.dtype)
+    idx, _ = jax.lax.fori_loop(0, n_clusters, body, (idx, closest))
     return X[idx], idx
 
 
@@ -104,6 +104,9 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
 @compiled(static_argnames=("model", "method"))
 def _init_compiled(model, key, X, w, method: str):
     K = model.n_components
+    if method == "kmeans" and hasattr(model, "_m_step_labels"):  # one pass about the centers
+        centers, labels = kmeans(key, X, w, K)
+        return model._m_step_labels(labels, X, w, centers)
     if method != "random" and hasattr(model, "_m_step_labels"):  # no (N, K) array for hard starts
         return model._m_step_labels(_labels(key, X, w, K, method), X, w)
     return model.m_step(_responsibilities(key, X, w, K, method), X, w)

@@ -246,25 +246,29 @@ class GaussianMixture(Mixture):
         X, w = as_data(X, weights)
         return self._m_step_streamed(lambda r, wb: r * wb[:, None], posterior, X, w, params)
 
-    def _m_step_labels(self, labels, X, w) -> GaussianMixtureParams:
+    def _m_step_labels(self, labels, X, w, centers=None) -> GaussianMixtureParams:
         """`m_step` of one-hot responsibilities given as ``labels (N,)`` (-1: no component),
-        without ever forming the (N, K) matrix (used by ``init``)."""
+        without ever forming the (N, K) matrix (used by ``init``). With ``centers`` (K, D) near
+        the labels' means (k-means gives exactly them) one streamed pass suffices: the statistics
+        are taken about the centers and the exact centring of `_params_from_stats` moves them."""
         K = self.n_components
         onehot = lambda l, wb: jax.nn.one_hot(l, K, dtype=X.dtype) * wb[:, None]
-        return self._m_step_streamed(onehot, labels, X, w, None)
+        return self._m_step_streamed(onehot, labels, X, w, None, centers)
 
-    def _m_step_streamed(self, rw_of, R, X, w, params):
+    def _m_step_streamed(self, rw_of, R, X, w, params, means=None):
         """Both passes of `m_step` streamed over row blocks of (X, R, w); ``rw_of(R_block,
-        w_block)`` gives the block's weighted responsibilities (N, K)."""
+        w_block)`` gives the block's weighted responsibilities (N, K). Given ``means``, the first
+        pass (the means) is skipped."""
         width = self._width(X)
 
         def first(x, r, wb):
             rw = rw_of(r, wb)
             return jnp.sum(rw, 0), rw.T @ x
 
-        nk, sx = chunked_sum_rows(first, (X, R, w), self.chunk_size, width)
-        means = sx / (nk + 10 * jnp.finfo(X.dtype).eps)[:, None]
-        # Residuals about the new means, un-whitened by the identity.
+        if means is None:
+            nk, sx = chunked_sum_rows(first, (X, R, w), self.chunk_size, width)
+            means = sx / (nk + 10 * jnp.finfo(X.dtype).eps)[:, None]
+        # Residuals about the means, un-whitened by the identity.
         second = lambda x, r, wb: self._stats(rw_of(r, wb), x[:, None, :] - means[None])
         st = chunked_sum_rows(second, (X, R, w), self.chunk_size, width)
         return self._params_from_stats(st, self._identity_geometry(means), params)[0]
