@@ -30,6 +30,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 
 from ._compile import compiled
+from ._fit import fit
 from ._restarts import fit_restarts
 from ._status import FATAL, describe_status
 from .models.gaussian_mixture import GaussianMixture as _GMM
@@ -39,8 +40,12 @@ __all__ = ["GaussianMixture"]
 
 
 # --- compiled programs (module level: shared by all estimators, cached per static config/shape) ----
+# The PRNG key is made from the integer seed inside the programs: an eager `jax.random.key` or
+# `split` would compile programs of its own (~0.1 s of a cold fit).
 @compiled(static_argnames=("model", "n_init", "init_method", "max_iter", "progress"))
-def _fit_from_key(key, X, w, tol, given, *, model, n_init, init_method, max_iter, progress):
+def _fit_from_seed(seed, X, w, tol, given, *, model, n_init, init_method, max_iter, progress):
+    key = jax.random.key(seed)
+
     def init_fn(k):
         if init_method is None:  # every parameter given (or a warm start)
             return GaussianMixtureParams(*given)
@@ -58,8 +63,9 @@ def _init(model, key, X, w, init_method):
 
 
 @compiled(static_argnames=("model", "init_method"))
-def _init_only(key, X, w, given, *, model, init_method):
-    p = _init(model, key, X, w, init_method)
+def _init_only(seed, X, w, given, *, model, init_method):
+    """The start of a single fit: the same as member 0 of ``_fit_from_seed``."""
+    p = _init(model, jax.random.split(jax.random.key(seed), 1)[0], X, w, init_method)
     return GaussianMixtureParams(*(p if g is None else g for p, g in zip(p, given)))
 
 
@@ -145,11 +151,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     # --- fitting ----------------------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None):
         """Fit by EM (``n_init`` restarts in one batch); returns ``self``."""
-        self.fit_predict(X, y, sample_weight)
+        self._fit(X, sample_weight)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the most probable component of each row of ``X``."""
+        return self._log_joint_np(self._fit(X, sample_weight)).argmax(1)
+
+    def _fit(self, X, sample_weight):
+        """Validate, fit, set the fitted attributes; returns the validated ``X``."""
         self._validate_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         K = self.n_components
@@ -170,7 +180,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         Xp, wp = _pad(X, w)
         with _precision(X.dtype):
-            key = jax.random.key(seed)
+            seed = np.int32(seed)
             res = None
             if warm:  # continue from the fitted parameters
                 given = tuple(np.asarray(a, X.dtype) for a in
@@ -178,15 +188,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 params = GaussianMixtureParams(*given)
             if self.max_iter == 0:  # scikit-learn: max_iter=0 returns the initial parameters
                 if not warm:
-                    params = _init_only(key, Xp, wp, given, model=model,
+                    params = _init_only(seed, Xp, wp, given, model=model,
                                         init_method=self.init_params)
             else:
                 # All starts identical (everything given, a warm start, or K = 1): one member.
                 fixed = all(g is not None for g in given)
                 n_init = 1 if fixed or K == 1 else self.n_init
-                res = _fit_from_key(key, Xp, wp, self.tol, given, model=model, n_init=n_init,
-                                    init_method=None if fixed else self.init_params,
-                                    max_iter=self.max_iter, progress=self.verbose > 0)
+                init_method = None if fixed else self.init_params
+                if n_init == 1:  # jaxem's own init and fit programs (shared, no batch axis)
+                    params = (GaussianMixtureParams(*given) if fixed else _init_only(
+                        seed, Xp, wp, given, model=model, init_method=init_method))
+                    res = fit(model, params, Xp, weights=wp, tol=self.tol,
+                              max_iter=self.max_iter, progress=self.verbose > 0)
+                else:
+                    res = _fit_from_seed(seed, Xp, wp, self.tol, given, model=model,
+                                        n_init=n_init, init_method=init_method,
+                                        max_iter=self.max_iter, progress=self.verbose > 0)
             if res is not None:
                 jax.effects_barrier()
                 params, res = res.params, jax.tree_util.tree_map(np.asarray, res)
@@ -200,7 +217,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "or increase max_iter, tol, or check for degenerate data.",
                 ConvergenceWarning,
             )
-        return self._log_joint_np(X).argmax(1)
+        return X
 
     def _set_fitted(self, params, res):
         self.weights_, self.means_, self.covariances_ = params
