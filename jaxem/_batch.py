@@ -10,16 +10,24 @@ cache, and lets each block stop with its own slowest member. Measured on a 2-cor
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import os
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._compile import compiled
+from ._validate import is_concrete
 
 # Per-member elements (largest input) below which members are grouped on CPU: tiny fits are
 # dominated by per-iteration overhead, which a small vmap amortises.
 _CPU_BLOCK_ELEMENTS = 1024
+# Per-member elements above which an eager call uses one thread: XLA already spreads such members'
+# large operations over the cores.
+_CPU_THREAD_ELEMENTS = 1 << 16
 
 
 def auto_batch_size(n_members: int, member_size: int, backend: str | None = None) -> int:
@@ -32,19 +40,56 @@ def auto_batch_size(n_members: int, member_size: int, backend: str | None = None
     return max(d for d in range(1, target + 1) if n_members % d == 0)
 
 
-def batched(fn: Callable, *, batch_size: int | None = None) -> Callable:
+def auto_threads(n_members: int, member_size: int, backend: str | None = None) -> int:
+    """Threads for an eager call: on CPU one per available core when members are small (a small
+    fit is a chain of tiny operations that keeps one core busy), else 1."""
+    backend = jax.default_backend() if backend is None else backend
+    if backend != "cpu" or member_size > _CPU_THREAD_ELEMENTS:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, n_members))
+
+
+def _batch_shape(args) -> tuple[int, int]:
+    """(batch size, largest member size) of ``args``, checked."""
+    leaves = jax.tree_util.tree_leaves(args)
+    if not leaves:
+        raise ValueError("batched(fn) needs at least one array argument with a batch axis.")
+    n = leaves[0].shape[0] if leaves[0].ndim else None
+    if n is None or any(l.ndim == 0 or l.shape[0] != n for l in leaves):
+        raise ValueError("every argument of a batched function needs the same leading batch "
+                         f"size; got shapes {[tuple(np.shape(l)) for l in leaves]}.")
+    return n, max(int(np.prod(l.shape[1:])) for l in leaves)
+
+
+@functools.partial(compiled, static_argnames=("spans",))
+def _join(parts, spans):
+    """Concatenate ``parts[i][lo:hi]`` for ``(lo, hi) = spans[i]`` along the batch axis."""
+    return jax.tree_util.tree_map(
+        lambda *xs: jnp.concatenate([x[lo:hi] for x, (lo, hi) in zip(xs, spans)]), *parts)
+
+
+def batched(fn: Callable, *, batch_size: int | None = None,
+            n_threads: int | None = None) -> Callable:
     """``batched(fn)(*args)`` equals ``jax.vmap(fn)(*args)`` (every array in ``args`` has a leading
     batch axis), evaluated in blocks of ``batch_size`` members by `jax.lax.map`.
 
     Use it for many independent fits (datasets, restarts, hyper-parameters) in one compiled call;
     it composes with `jax.jit` and `jax.grad` like `jax.vmap`. Called eagerly, it compiles the
-    whole map as one program (with `jaxem.COMPILER_OPTIONS` on CPU).
+    whole map as one program (with `jaxem.COMPILER_OPTIONS` on CPU); on a CPU with small members
+    it splits the batch into ``n_threads`` equal parts run by that program on as many threads
+    (XLA releases the GIL while it runs, so each core fits its own part).
 
     Args:
       fn: the per-member function.
       batch_size: members evaluated together (by `jax.vmap`) per block; None chooses by backend:
         the whole batch on GPU/TPU, small blocks on CPU (see `auto_batch_size`). Any value gives
         the same results up to floating-point rounding.
+      n_threads: threads of an eager call; None: one per core on CPU when members are small
+        (see `auto_threads`), else 1. Under a caller's jit the call is one program, unthreaded.
 
     Example:
       >>> import jax, jaxem
@@ -56,16 +101,8 @@ def batched(fn: Callable, *, batch_size: int | None = None) -> Callable:
       (100,)
     """
 
-    @compiled
     def mapped(*args):
-        leaves = jax.tree_util.tree_leaves(args)
-        if not leaves:
-            raise ValueError("batched(fn) needs at least one array argument with a batch axis.")
-        n = leaves[0].shape[0]
-        if any(l.ndim == 0 or l.shape[0] != n for l in leaves):
-            raise ValueError("every argument of a batched function needs the same leading batch "
-                             f"size; got shapes {[tuple(l.shape) for l in leaves]}.")
-        size = max(int(np.prod(l.shape[1:])) for l in leaves)
+        n, size = _batch_shape(args)
         bs = auto_batch_size(n, size) if batch_size is None else int(batch_size)
         if bs < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -75,4 +112,27 @@ def batched(fn: Callable, *, batch_size: int | None = None) -> Callable:
             return jax.lax.map(lambda a: fn(*a), args)
         return jax.lax.map(lambda a: fn(*a), args, batch_size=bs)
 
-    return mapped
+    whole = compiled(mapped)
+
+    @functools.partial(compiled, static_argnames=("size",))
+    def part(start, *args, size):  # members [start, start + size)
+        return mapped(*jax.tree_util.tree_map(
+            lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), args))
+
+    @functools.wraps(fn)
+    def call(*args):
+        n, size = _batch_shape(args)
+        t = auto_threads(n, size) if n_threads is None else int(n_threads)
+        if t < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}.")
+        if t == 1 or n < 2 or not is_concrete(args):
+            return whole(*args)
+        m = -(-n // min(t, n))  # members per part; the last part may overlap the one before
+        starts = [min(i * m, n - m) for i in range(-(-n // m))]
+        part.precompile(0, *args, size=m)  # compile once, before the threads ask for it
+        with concurrent.futures.ThreadPoolExecutor(len(starts)) as pool:
+            parts = list(pool.map(lambda s: part(s, *args, size=m), starts))
+        spans = tuple((i * m - s, min((i + 1) * m, n) - s) for i, s in enumerate(starts))
+        return _join(parts, spans=spans)
+
+    return call

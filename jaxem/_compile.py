@@ -52,21 +52,38 @@ def compiled(fun=None, *, static_argnames=()):
     plain = jax.jit(fun, static_argnames=static_argnames)
     light = {}
 
-    @functools.wraps(fun)
-    def call(*args, **kwargs):
+    def pick(args, kwargs):
+        """The jit an eager call uses and its options, or (plain jit, None)."""
         opts = light_options() if is_concrete(args, kwargs) else None
         if opts is None:
-            return plain(*args, **kwargs)
+            return plain, None
         key = frozenset(opts.items())
         if key not in light:
             light[key] = jax.jit(fun, static_argnames=static_argnames, compiler_options=opts)
+        return light[key], opts
+
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        jit, opts = pick(args, kwargs)
         try:
-            return light[key](*args, **kwargs)
+            return jit(*args, **kwargs)
         except Exception as err:
-            if not _unknown_option(err):
+            if opts is None or not _unknown_option(err):
                 raise
             _rejected.add(frozenset(opts))
             return plain(*args, **kwargs)
 
+    def precompile(*args, **kwargs) -> None:
+        """Compile what ``call(*args, **kwargs)`` would run (arguments may be
+        `jax.ShapeDtypeStruct`), without running it: the call then finds it compiled."""
+        jit, opts = pick(args, kwargs)
+        try:
+            jit.lower(*args, **kwargs).compile()
+        except Exception as err:
+            if opts is None or not _unknown_option(err):
+                raise
+            _rejected.add(frozenset(opts))
+
+    call.precompile = precompile
     call._cache_size = lambda: plain._cache_size() + sum(j._cache_size() for j in light.values())
     return call

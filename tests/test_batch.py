@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxem
-from jaxem._batch import auto_batch_size
+from jaxem._batch import auto_batch_size, auto_threads
 from helpers import assert_tree_allclose, blobs
 
 MODEL = jaxem.GaussianMixture(2)
@@ -34,6 +34,18 @@ def test_batched_equals_vmap(batch_size):
     assert len(set(np.asarray(got.n_iter).tolist())) > 1
 
 
+@pytest.mark.parametrize("n_members,n_threads", [(6, 2), (5, 2), (5, 3), (6, 4)])
+def test_batched_threads_equal_vmap(n_members, n_threads):
+    """An eager call split over threads: equal parts, the last one overlapping the one before
+    when the batch does not divide (5 over 2: members 0-2 and 2-4; 6 over 4: 0-1, 2-3, 4-5)."""
+    Xs, Ws = _datasets(b=n_members)
+    keys = jax.random.split(jax.random.key(0), n_members)
+    want = jax.jit(jax.vmap(_one))(keys, Xs, Ws)
+    got = jaxem.batched(_one, n_threads=n_threads)(keys, Xs, Ws)
+    assert_tree_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert got.n_iter.shape == (n_members,)
+
+
 def test_batched_gradient_equals_vmap():
     Xs, Ws = _datasets(b=3)
     p0 = jax.vmap(lambda X, w: MODEL.init(jax.random.key(0), X, w))(Xs, Ws)
@@ -50,6 +62,8 @@ def test_batched_errors():
         jaxem.batched(lambda X, w: X.sum())(Xs, Ws[:3])
     with pytest.raises(ValueError, match="batch_size"):
         jaxem.batched(lambda X, w: X.sum(), batch_size=0)(Xs, Ws)
+    with pytest.raises(ValueError, match="n_threads"):
+        jaxem.batched(lambda X, w: X.sum(), n_threads=0)(Xs, Ws)
 
 
 def test_auto_batch_size():
@@ -58,3 +72,10 @@ def test_auto_batch_size():
     assert auto_batch_size(7, 100, backend="cpu") == 7  # 10 > 7 members: all of them
     assert auto_batch_size(14, 100, backend="cpu") == 7  # largest divisor of 14 <= 10
     assert auto_batch_size(2000, 10**3, backend="gpu") == 2000
+
+
+def test_auto_threads():
+    assert auto_threads(2000, 1000, backend="gpu") == 1
+    assert auto_threads(2000, 10**6, backend="cpu") == 1  # big members: XLA threads them itself
+    assert 1 <= auto_threads(2000, 1000, backend="cpu") <= 2000
+    assert auto_threads(1, 1000, backend="cpu") == 1
