@@ -11,10 +11,13 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._chunk import chunked_map_sum
+from ._chunk import chunked_map, chunked_map_sum, chunked_sum_rows
 from ._compile import compiled
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+# Rows per block of the k-means++ passes: large enough that the per-block overhead is nothing (at
+# 4,096 rows a pass over 2M rows took 2.5x longer), small enough to bound XLA's scratch.
+_SWEEP_ROWS = 1 << 18
 
 
 def _sq_dists(X, C):
@@ -40,19 +43,28 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
     """
     n_trials = 2 + int(math.log(n_clusters))
     u = jax.random.uniform(key, (n_clusters, n_trials), X.dtype)
+    D = X.shape[1]
 
-    def sq_dists(C):  # elementwise: fuses into its reductions (two GEMMs on X would copy X)
-        return jnp.sum((X[:, None, :] - C[None]) ** 2, -1)
+    def sq_dists(x, C):  # elementwise: fuses into its reductions (two GEMMs on X would copy X)
+        return jnp.sum((x[:, None, :] - C[None]) ** 2, -1)
+
+    # Large N: both passes go over blocks of rows. Over all N rows at once XLA makes each pass one
+    # library fusion whose scratch grows with N (N=2M, float32: +130 MB RSS and 10% slower).
+    def potentials(C, closest):  # Σ_n w_n min(closest_n, ||x_n - c_t||²) for each candidate t
+        fn = lambda x, cl, wb: jnp.sum(wb[:, None] * jnp.minimum(cl[:, None], sq_dists(x, C)), 0)
+        return chunked_sum_rows(fn, (X, closest, w), _SWEEP_ROWS, n_trials * D)
+
+    def sq_dists_to(c):
+        return chunked_map(lambda x: sq_dists(x, c[None])[:, 0], X, _SWEEP_ROWS, D)
 
     def body(j, carry):
         idx, closest = carry
         pot = w * closest  # all zero at j = 0: the first center is drawn ∝ w
         # If every weighted point already coincides with a center, fall back to the weights.
         cand = _draw(u[j], jnp.where(jnp.any(pot > 0), pot, w))
-        potentials = jnp.sum(w[:, None] * jnp.minimum(closest[:, None], sq_dists(X[cand])), 0)
         first = j == 0
-        best = cand[jnp.where(first, 0, jnp.argmin(potentials))]
-        d = sq_dists(X[best][None])[:, 0]  # recomputed: keeping the (N, trials) block costs memory
+        best = cand[jnp.where(first, 0, jnp.argmin(potentials(X[cand], closest)))]
+        d = sq_dists_to(X[best])
         return idx.at[j].set(best), jnp.where(first, d, jnp.minimum(closest, d))
 
     idx = jnp.zeros(n_clusters, jnp.int32)

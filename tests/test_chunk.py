@@ -65,3 +65,18 @@ def test_kmeans_streamed_over_blocks_matches_sklearn():
     inertia = np.sum((X - C[labels]) ** 2)
     sk = KMeans(4, n_init=1, random_state=0).fit(X)
     assert inertia <= sk.inertia_ * (1 + 1e-3)  # both stop on a center-shift tolerance
+
+
+def test_kmeans_plusplus_streamed_equals_whole(monkeypatch):
+    """Over blocks of rows (as for large N; here 64-row blocks, the last one overlapping) k-means++
+    draws the same seeds as over all rows at once, weights included."""
+    from jaxem import _init
+
+    rng = np.random.default_rng(1)
+    X = jnp.asarray(rng.normal(size=(1000, 3)) + 4 * rng.integers(0, 5, (1000, 1)))
+    w = jnp.asarray(rng.uniform(0.5, 2.0, 1000)).at[:50].set(0.0)  # zero weights: never seeds
+    seeds = lambda: jax.jit(lambda k: _init.kmeans_plusplus(k, X, w, 6)[1])(jax.random.key(3))
+    whole = np.asarray(seeds())
+    monkeypatch.setattr(_init, "_SWEEP_ROWS", 64)
+    np.testing.assert_array_equal(np.asarray(seeds()), whole)
+    assert len(set(whole.tolist())) == 6 and np.all(whole >= 50)
