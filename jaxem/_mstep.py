@@ -6,7 +6,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from ._status import Status, flag
 
@@ -98,6 +97,8 @@ class GradientMStep:
         def f(p):  # -Q(p, θ_old) / Σw
             return -model.q_function(p, posterior, X, w) / total_w
 
+        import optax  # imported on use: a closed-form fit never needs it (0.1 s of `import jaxem`)
+
         opt = optax.with_extra_args_support(self.optimizer)
         state = self.optimizer.init(params) if self.reset_state else _invalidate_cache(state)
         value_and_grad = (
@@ -134,6 +135,8 @@ def _select(pred, a, b):
 
 def _has_cached_value(state) -> bool:
     """Whether the optimizer state stores the objective (line searches: ``value`` and ``grad``)."""
+    import optax
+
     try:
         return optax.tree.get(state, "value") is not None
     except KeyError:  # several line searches in one chain: do not use the cache
@@ -143,6 +146,8 @@ def _has_cached_value(state) -> bool:
 def _invalidate_cache(state):
     """Mark a cached objective value stale: Q changes with the posterior at every EM iteration, so
     `optax.value_and_grad_from_state` must recompute it (it does when the value is inf)."""
+    import optax
+
     if not _has_cached_value(state):
         return state
     value = optax.tree.get(state, "value")
