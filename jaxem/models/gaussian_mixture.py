@@ -147,11 +147,12 @@ class GaussianMixture(Mixture):
         solves, log|P| and log π."""
         cov, ct = params.covariances, self.covariance_type
         if ct in ("full", "tied"):
-            L = jnp.linalg.cholesky(cov)
-            eye = jnp.broadcast_to(jnp.eye(cov.shape[-1], dtype=cov.dtype), cov.shape)
-            P = jnp.swapaxes(jax.lax.linalg.triangular_solve(L, eye, left_side=True, lower=True),
-                             -1, -2)
-            log_det = jnp.sum(jnp.log(jnp.diagonal(P, axis1=-2, axis2=-1)), -1)
+            # Σ is symmetric by construction: LAPACK reads its lower triangle, no symmetrizing.
+            L = jax.lax.linalg.cholesky(cov, symmetrize_input=False)
+            eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
+            P = jnp.swapaxes(jax.lax.linalg.triangular_solve(
+                L, jnp.broadcast_to(eye, cov.shape), left_side=True, lower=True), -1, -2)
+            log_det = jnp.sum(jnp.log(jnp.sum(P * eye, -1)), -1)  # diag(P) without a gather
         else:
             L, P = jnp.sqrt(cov), jax.lax.rsqrt(cov)
             log_det = jnp.sum(jnp.log(P), -1) if ct == "diag" else params.means.shape[1] * jnp.log(P)
@@ -214,18 +215,19 @@ class GaussianMixture(Mixture):
         weights = nk_on / jnp.sum(nk_on)
         shrink = 2.0 - st.nk / nk_e
         D = st.sy.shape[1]
+        L = g.L  # None: the statistics are in data coordinates (L = I, nothing to un-whiten)
         if ct == "full":
-            d = jnp.einsum("kde,ke->kd", g.L, st.sy) / nk_e[:, None]
-            S = jnp.einsum("kde,kef,kgf->kdg", g.L, st.syy, g.L)
+            d = (st.sy if L is None else jnp.einsum("kde,ke->kd", L, st.sy)) / nk_e[:, None]
+            S = st.syy if L is None else jnp.einsum("kde,kef,kgf->kdg", L, st.syy, L)
             cov = S / nk_e[:, None, None] - shrink[:, None, None] * d[:, :, None] * d[:, None, :]
             cov = cov + self.reg_covar * jnp.eye(D, dtype=dtype)
         elif ct == "tied":
-            d = st.sy @ g.L.T / nk_e[:, None]
-            S = g.L @ st.syy @ g.L.T
+            d = (st.sy if L is None else st.sy @ L.T) / nk_e[:, None]
+            S = st.syy if L is None else L @ st.syy @ L.T
             cov = (S - jnp.einsum("k,kd,ke->de", 2 * nk_e - st.nk, d, d)) / jnp.sum(nk_on)
             cov = cov + self.reg_covar * jnp.eye(D, dtype=dtype)
         else:
-            scale = g.L if ct == "diag" else g.L[:, None]
+            scale = 1.0 if L is None else (L if ct == "diag" else L[:, None])
             d = st.sy * scale / nk_e[:, None]
             cov = st.syy * scale**2 / nk_e[:, None] - shrink[:, None] * d * d + self.reg_covar
             if ct == "spherical":
@@ -273,15 +275,11 @@ class GaussianMixture(Mixture):
         st = chunked_sum_rows(second, (X, R, w), self.chunk_size, width)
         return self._params_from_stats(st, self._identity_geometry(means), params)[0]
 
-    def _identity_geometry(self, means) -> _Geometry:
-        """Statistics taken about ``means (K, D)`` in data coordinates: L = P = I (unit scales
-        for diag and spherical)."""
-        K, D = means.shape
-        eye = jnp.eye(D, dtype=means.dtype)
-        L = {"full": jnp.broadcast_to(eye, (K, D, D)), "tied": eye,
-             "diag": jnp.ones((K, D), means.dtype),
-             "spherical": jnp.ones(K, means.dtype)}[self.covariance_type]
-        return _Geometry(means, L, L, None, None)
+    @staticmethod
+    def _identity_geometry(means) -> _Geometry:
+        """Statistics taken about ``means (K, D)`` in data coordinates: L = P = I, given as None
+        so that nothing is multiplied by an identity."""
+        return _Geometry(means, None, None, None, None)
 
     def _use_moments(self, dtype) -> bool:
         if self.statistics == "auto":
