@@ -35,14 +35,14 @@ def as_data(X, weights=None, n_features: int | None = None, name: str = "X"):
     ``X`` becomes a floating array (float32 unless it already is float64/float32 and x64 is on);
     ``weights`` becomes an array of ``X``'s dtype, ones when None.
     """
-    X = device_array(X)
+    if not isinstance(X, (jax.Array, jax.core.Tracer)):
+        X = np.asarray(X)
+    X = device_array(X, None if jnp.issubdtype(X.dtype, jnp.floating) else jnp.result_type(float))
     if X.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {X.shape}; "
             "reshape a single feature with X.reshape(-1, 1) or a single sample with X.reshape(1, -1)."
         )
-    if not jnp.issubdtype(X.dtype, jnp.floating):
-        X = device_array(X, jnp.result_type(float))
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
             f"{name} has {X.shape[1]} features but the parameters were made for {n_features}; "
@@ -50,10 +50,9 @@ def as_data(X, weights=None, n_features: int | None = None, name: str = "X"):
         )
     if weights is None:  # (a NumPy constant would be baked into a caller's jit)
         weights = np.ones(X.shape[0], X.dtype) if is_concrete(X) else jnp.ones(X.shape[0], X.dtype)
-    weights = device_array(weights)
-    if weights.shape != (X.shape[0],):
+    if np.shape(weights) != (X.shape[0],):
         raise ValueError(
-            f"weights must have shape (n_samples,) = ({X.shape[0]},), got {weights.shape}."
+            f"weights must have shape (n_samples,) = ({X.shape[0]},), got {np.shape(weights)}."
         )
     return X, device_array(weights, X.dtype)
 

@@ -79,3 +79,31 @@ def test_bad_options(setup):
         model.init(jax.random.key(0), X, method="nope")
     with pytest.raises(ValueError, match="reg_covar"):
         jaxem.GaussianMixture(2, reg_covar=-1.0)
+
+
+def test_host_data_moved_without_compiling_and_not_aliased(caplog):
+    """A NumPy X (and the default weights) reach the device with no compiled copy program, as a
+    private copy: changing the caller's array afterwards changes nothing (jax.device_put alone would
+    alias it on CPU). Integer data become floating; JAX arrays pass through."""
+    import logging
+
+    from jaxem._validate import as_data
+
+    X = np.arange(12.0).reshape(6, 2)
+    with jax.log_compiles(True), caplog.at_level(logging.DEBUG):
+        Xd, wd = as_data(X)
+    assert not [r for r in caplog.records if "Compiling" in r.getMessage()]
+    X[0, 0] = 99.0
+    assert float(Xd[0, 0]) == 0.0 and wd.dtype == Xd.dtype and float(wd.sum()) == 6.0
+    Xi, _ = as_data(np.ones((3, 2), np.int32))
+    assert jax.numpy.issubdtype(Xi.dtype, jax.numpy.floating)
+    assert as_data(Xd)[0] is Xd or np.array_equal(as_data(Xd)[0], Xd)
+
+
+def test_import_does_not_load_optax():
+    """`import jaxem` stays light: optax is imported when a GradientMStep first runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, jaxem; assert 'optax' not in sys.modules, 'optax imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
