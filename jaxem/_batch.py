@@ -91,6 +91,7 @@ def batched(fn: Callable, *, batch_size: int | None = None,
         the same results up to floating-point rounding.
       n_threads: threads of an eager call; None: one per core on CPU when members are small
         (see `auto_threads`), else 1. Under a caller's jit the call is one program, unthreaded.
+        A progress bar inside ``fn`` shows one bar per thread.
 
     Example:
       >>> import jax, jaxem
