@@ -62,27 +62,26 @@ def compiled(fun=None, *, static_argnames=()):
             light[key] = jax.jit(fun, static_argnames=static_argnames, compiler_options=opts)
         return light[key], opts
 
-    @functools.wraps(fun)
-    def call(*args, **kwargs):
+    def with_fallback(use, args, kwargs):
+        """``use(jit)`` with the jit an eager call picks; on an XLA that rejects the options,
+        remember that and ``use(plain)``."""
         jit, opts = pick(args, kwargs)
         try:
-            return jit(*args, **kwargs)
+            return use(jit)
         except Exception as err:
             if opts is None or not _unknown_option(err):
                 raise
             _rejected.add(frozenset(opts))
-            return plain(*args, **kwargs)
+            return use(plain)
+
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        return with_fallback(lambda jit: jit(*args, **kwargs), args, kwargs)
 
     def precompile(*args, **kwargs) -> None:
         """Compile what ``call(*args, **kwargs)`` would run (arguments may be
         `jax.ShapeDtypeStruct`), without running it: the call then finds it compiled."""
-        jit, opts = pick(args, kwargs)
-        try:
-            jit.lower(*args, **kwargs).compile()
-        except Exception as err:
-            if opts is None or not _unknown_option(err):
-                raise
-            _rejected.add(frozenset(opts))
+        with_fallback(lambda jit: jit.lower(*args, **kwargs).compile(), args, kwargs)
 
     call.precompile = precompile
     call._cache_size = lambda: plain._cache_size() + sum(j._cache_size() for j in light.values())

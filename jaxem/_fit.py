@@ -12,7 +12,7 @@ from ._compile import compiled
 from ._mstep import ClosedFormMStep
 from ._progress import with_progress
 from ._status import FATAL, Status, flag
-from ._validate import device_array, as_data, status_of_data, validate
+from ._validate import as_data, device_array, status_of_data, validate
 
 
 class FitResult(NamedTuple):
