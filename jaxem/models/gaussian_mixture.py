@@ -147,7 +147,8 @@ class GaussianMixture(Mixture):
         solves, log|P| and log π."""
         cov, ct = params.covariances, self.covariance_type
         if ct in ("full", "tied"):
-            # Σ is symmetric by construction: LAPACK reads its lower triangle, no symmetrizing.
+            # LAPACK reads the lower triangle only, so no symmetrizing pass (the M-step's Σ is
+            # symmetric; of a user's Σ the lower triangle counts).
             L = jax.lax.linalg.cholesky(cov, symmetrize_input=False)
             eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
             P = jnp.swapaxes(jax.lax.linalg.triangular_solve(
@@ -270,7 +271,7 @@ class GaussianMixture(Mixture):
         if means is None:
             nk, sx = chunked_sum_rows(first, (X, R, w), self.chunk_size, width)
             means = sx / (nk + 10 * jnp.finfo(X.dtype).eps)[:, None]
-        # Residuals about the means, un-whitened by the identity.
+        # Residuals about the means, in data coordinates (nothing to un-whiten).
         second = lambda x, r, wb: self._stats(rw_of(r, wb), x[:, None, :] - means[None])
         st = chunked_sum_rows(second, (X, R, w), self.chunk_size, width)
         return self._params_from_stats(st, self._identity_geometry(means), params)[0]
