@@ -116,11 +116,9 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
 @compiled(static_argnames=("model", "method"))
 def _init_compiled(model, key, X, w, method: str):
     K = model.n_components
-    if method == "kmeans" and hasattr(model, "_m_step_labels"):  # one pass about the centers
-        centers, labels = kmeans(key, X, w, K)
-        return model._m_step_labels(labels, X, w, centers)
     if method != "random" and hasattr(model, "_m_step_labels"):  # no (N, K) array for hard starts
-        return model._m_step_labels(_labels(key, X, w, K, method), X, w)
+        labels, centers = _hard_start(key, X, w, K, method)
+        return model._m_step_labels(labels, X, w, centers)
     return model.m_step(_responsibilities(key, X, w, K, method), X, w)
 
 
@@ -150,13 +148,21 @@ def _responsibilities(key, X, w, n_components: int, method: str = "kmeans"):
 def _labels(key, X, w, n_components: int, method: str):
     """``(N,)`` int32 hard starts: k-means labels, or the component of each seed row and -1
     elsewhere ("k-means++", "random_from_data")."""
+    return _hard_start(key, X, w, n_components, method)[0]
+
+
+def _hard_start(key, X, w, n_components: int, method: str):
+    """``(labels (N,) int32, centers (K, D))``: the hard start of `_labels` and the means of its
+    labels (k-means' centers, or the seed rows themselves), about which one M-step pass suffices."""
     K = n_components
     if method == "kmeans":
-        return kmeans(key, X, w, K)[1].astype(jnp.int32)
+        centers, labels = kmeans(key, X, w, K)
+        return labels.astype(jnp.int32), centers
     if method == "k-means++":
         _, idx = kmeans_plusplus(key, X, w, K)
     elif method == "random_from_data":
         idx = jax.random.choice(key, X.shape[0], (K,), replace=False, p=w / jnp.sum(w))
     else:
         raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
-    return jnp.full(X.shape[0], -1, jnp.int32).at[idx].set(jnp.arange(K, dtype=jnp.int32))
+    labels = jnp.full(X.shape[0], -1, jnp.int32).at[idx].set(jnp.arange(K, dtype=jnp.int32))
+    return labels, X[idx]

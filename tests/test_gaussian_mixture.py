@@ -274,3 +274,11 @@ def test_init_m_step_from_labels_equals_one_hot_m_step(ct):
     got = model._m_step_labels(jnp.asarray(labels), jnp.asarray(X), jnp.asarray(w))
     want = jaxem.GaussianMixture(3, ct).m_step(jax.nn.one_hot(labels, 3, dtype=X.dtype), X, w)
     assert_tree_allclose(got, want, rtol=1e-12, atol=1e-12)
+    # Every hard start of init passes its labels' means: one pass about them gives the same.
+    from jaxem._init import _hard_start
+
+    for method in ("kmeans", "k-means++", "random_from_data"):
+        lab, centers = _hard_start(jax.random.key(2), jnp.asarray(X), jnp.asarray(w), 3, method)
+        one = model._m_step_labels(lab, jnp.asarray(X), jnp.asarray(w), centers)
+        two = model._m_step_labels(lab, jnp.asarray(X), jnp.asarray(w))
+        assert_tree_allclose(one, two, rtol=1e-9, atol=1e-9)

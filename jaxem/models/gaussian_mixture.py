@@ -252,8 +252,9 @@ class GaussianMixture(Mixture):
     def _m_step_labels(self, labels, X, w, centers=None) -> GaussianMixtureParams:
         """`m_step` of one-hot responsibilities given as ``labels (N,)`` (-1: no component),
         without ever forming the (N, K) matrix (used by ``init``). With ``centers`` (K, D) near
-        the labels' means (k-means gives exactly them) one streamed pass suffices: the statistics
-        are taken about the centers and the exact centring of `_params_from_stats` moves them."""
+        the labels' means (every hard start of ``init`` gives exactly them) one streamed pass
+        suffices: the statistics are taken about the centers and the exact centring of
+        `_params_from_stats` moves them."""
         K = self.n_components
         onehot = lambda l, wb: jax.nn.one_hot(l, K, dtype=X.dtype) * wb[:, None]
         return self._m_step_streamed(onehot, labels, X, w, None, centers)
@@ -263,12 +264,11 @@ class GaussianMixture(Mixture):
         w_block)`` gives the block's weighted responsibilities (N, K). Given ``means``, the first
         pass (the means) is skipped."""
         width = self._width(X)
-
-        def first(x, r, wb):
-            rw = rw_of(r, wb)
-            return jnp.sum(rw, 0), rw.T @ x
-
         if means is None:
+            def first(x, r, wb):
+                rw = rw_of(r, wb)
+                return jnp.sum(rw, 0), rw.T @ x
+
             nk, sx = chunked_sum_rows(first, (X, R, w), self.chunk_size, width)
             means = sx / (nk + 10 * jnp.finfo(X.dtype).eps)[:, None]
         # Residuals about the means, in data coordinates (nothing to un-whiten).
