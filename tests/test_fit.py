@@ -178,3 +178,41 @@ def test_unsupported_compiler_options_fall_back(monkeypatch):
     g = _compile.compiled(lambda x: x.reshape(5))
     with pytest.raises(TypeError):  # a user error is not mistaken for an unknown option
         g(np.arange(3.0))
+
+
+def test_eager_calls_pause_the_garbage_collector_and_restore_it():
+    """While an eager call traces and compiles, Python's collector is off; afterwards it is as it
+    was (on, or off if the user had turned it off), also after an error and across threads."""
+    import gc
+    import threading
+
+    from jaxem import _compile
+
+    seen = []
+
+    def probe(x):
+        seen.append(gc.isenabled())  # runs while tracing
+        return x + 1.0
+
+    def failing(x):
+        raise RuntimeError("boom")
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        np.testing.assert_allclose(_compile.compiled(probe)(np.ones(2)), 2.0)
+        with pytest.raises(RuntimeError, match="boom"):
+            _compile.compiled(failing)(np.ones(2))
+        assert gc.isenabled()
+        threads = [threading.Thread(target=_compile.compiled(probe), args=(np.ones(k),))
+                   for k in (3, 4, 5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert gc.isenabled() and seen == [False] * 4
+        gc.disable()
+        _compile.compiled(probe)(np.ones(6))
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
