@@ -3,8 +3,9 @@
 On a CPU, `jax.lax.linalg.cholesky` and `triangular_solve` lower to LAPACK custom calls, and the
 first such lowering in a process imports SciPy's LAPACK bindings: ~0.2 s, a fifth of a cold
 Gaussian-mixture fit's cost. A mixture's covariances are a batch of K small D x D matrices, for
-which the textbook column-by-column algorithm is as accurate (it is LAPACK's unblocked one) and as
-fast: one loop of D steps, each a few fused elementwise operations over all K matrices at once.
+which symmetric Gaussian elimination (the outer-product form of Cholesky's algorithm) is as
+accurate and as fast: one loop of D steps, each one fused rank-one update of all K matrices at
+once (three small kernels to compile; ~0.08 s of compile against LAPACK's 0.04 s + 0.2 s import).
 It also vectorises over a `vmap`-ed batch of fits instead of looping LAPACK over the matrices.
 """
 
@@ -13,50 +14,44 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["cholesky_and_inverse"]
+__all__ = ["cholesky_factors"]
 
 _UNROLL_UP_TO = 4  # D at most this: the loop is unrolled (tiny D: loop overhead dominates)
 
 
-def cholesky_and_inverse(A):
-    """L and L⁻¹ of a batch ``A (..., D, D)`` of symmetric positive-definite matrices, A = L Lᵀ
-    with L lower triangular (only A's lower triangle is read, as LAPACK's).
+def cholesky_factors(A):
+    """L and P = L⁻ᵀ of a batch ``A (..., D, D)`` of symmetric positive-definite matrices:
+    A = L Lᵀ with L lower triangular, A⁻¹ = P Pᵀ (P is scikit-learn's ``precisions_cholesky_``).
+    Only A's lower triangle is read, as LAPACK's.
 
-    Column j of L (Cholesky-Crout) and then row j of L⁻¹ (forward substitution against I) are
-    computed at step j:
+    Elimination on the augmented matrix G = [A | I]: step j divides row j by s = √G_jj and
+    subtracts G_ij / s times it from every row i > j (zeroing column j below the pivot). After D
+    steps G = [Lᵀ | L⁻¹], so Gᵀ stacks L on P.
 
-        v = A[:, j] - L[:, :j] L[j, :j]ᵀ,   L[j, j] = √v_j,   L[i, j] = v_i / L[j, j]  (i > j),
-        L⁻¹[j, :] = (e_j - L[j, :j] L⁻¹[:j, :]) / L[j, j].
-
-    A matrix that is not positive definite gets NaN factors, as `jax.lax.linalg.cholesky` gives.
+    A matrix that is not positive definite gets all-NaN factors (a pivot s² ≤ 0 makes s NaN, and
+    the update spreads it over the whole matrix), as `jax.lax.linalg.cholesky` gives.
     """
     D = A.shape[-1]
     dtype = A.dtype
-    idx = jnp.arange(D)
+    row = jnp.arange(D)
+    col = jnp.arange(2 * D)
+    A = jnp.where(row[:, None] >= row[None, :], A, jnp.swapaxes(A, -1, -2))  # lower, mirrored
+    G = jnp.concatenate([A, jnp.broadcast_to(jnp.eye(D, dtype=dtype), A.shape)], -1)
 
-    def step(j, carry):
-        L, Li = carry
-        e = (idx == j).astype(dtype)  # e_j, one-hot: no dynamic slicing
-        a = jnp.sum(A * e, -1)  # A[:, j]
-        row = jnp.sum(L * e[:, None], -2)  # L[j, :], columns < j filled
-        v = a - jnp.sum(L * row[..., None, :], -1)
-        d = jnp.sqrt(jnp.sum(v * e, -1, keepdims=True))  # L[j, j]
-        col = jnp.where(idx >= j, v / d, 0.0)
-        L = L + col[..., :, None] * e
-        row = row + d * e  # L[j, :j+1]; L⁻¹'s row j is still zero, so L[j, j] adds nothing below
-        r = (e - jnp.sum(row[..., :, None] * Li, -2)) / d
-        Li = Li + e[:, None] * r[..., None, :]
-        return L, Li
+    def step(j, G):
+        c = jax.lax.dynamic_index_in_dim(G, j, -1, keepdims=False)  # column j: (..., D)
+        pivot = jax.lax.dynamic_index_in_dim(c, j, -1, keepdims=True)  # (..., 1)
+        s = jnp.sqrt(jnp.where(pivot > 0, pivot, jnp.nan))  # not positive definite: NaN
+        u = jax.lax.dynamic_index_in_dim(G, j, -2, keepdims=False) / s  # new row j: (..., 2D)
+        # Row i loses m_i u: m_i = G_ij / s below the pivot, and s - 1 on it (G_j - (s-1) u = u).
+        m = jnp.where(row > j, c / s, jnp.where(row == j, s - 1, 0.0))
+        below = (row[:, None] > j) & (col[None, :] == j)  # exactly zero, not a rounding residue
+        return jnp.where(below, 0.0, G - m[..., :, None] * u[..., None, :])
 
-    zero = jnp.zeros_like(A)
     if D <= _UNROLL_UP_TO:
-        carry = (zero, zero)
         for j in range(D):
-            carry = step(j, carry)
-        L, Li = carry
+            G = step(j, G)
     else:
-        L, Li = jax.lax.fori_loop(0, D, step, (zero, zero))
-    diag = jnp.sum(L * jnp.eye(D, dtype=dtype), -1)
-    ok = jnp.all(diag > 0, -1)[..., None, None]  # NaN-free and positive pivots
-    nan = jnp.asarray(jnp.nan, dtype)
-    return jnp.where(ok, L, nan), jnp.where(ok, Li, nan)
+        G = jax.lax.fori_loop(0, D, step, G)
+    T = jnp.swapaxes(G, -1, -2)  # (..., 2D, D): [L; P]
+    return T[..., :D, :], T[..., D:, :]

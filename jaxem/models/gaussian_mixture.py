@@ -33,7 +33,7 @@ import numpy as np
 
 from .._chunk import chunked_sum, chunked_sum_rows
 from .._init import init_from_responsibilities
-from .._linalg import cholesky_and_inverse
+from .._linalg import cholesky_factors
 from .._status import Status, flag
 from .._validate import as_data, validate
 from ._base import Mixture, weighted_posterior
@@ -144,14 +144,13 @@ class GaussianMixture(Mixture):
 
     # --- geometry: everything the E-step needs from the parameters, computed once per iteration ----
     def _geometry(self, params) -> _Geometry:
-        """Cholesky factors L (Σ = L Lᵀ; std-devs for diag/spherical) and P = L⁻ᵀ (one loop over
-        the columns for all K, `cholesky_and_inverse`: no LAPACK call), log|P| and log π."""
+        """Cholesky factors L (Σ = L Lᵀ; std-devs for diag/spherical) and P = L⁻ᵀ (one loop of
+        D steps for all K, `cholesky_factors`: no LAPACK call), log|P| and log π."""
         cov, ct = params.covariances, self.covariance_type
         if ct in ("full", "tied"):
             # Only the lower triangle is read, so no symmetrizing pass (the M-step's Σ is
             # symmetric; of a user's Σ the lower triangle counts).
-            L, L_inv = cholesky_and_inverse(cov)
-            P = jnp.swapaxes(L_inv, -1, -2)
+            L, P = cholesky_factors(cov)
             eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
             log_det = jnp.sum(jnp.log(jnp.sum(P * eye, -1)), -1)  # diag(P) without a gather
         else:
