@@ -6,6 +6,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.extend.core import jaxpr_as_fun
 
 # Rows per block when the caller does not choose: big enough for efficient GEMMs, small enough that
 # the (chunk, K, D) working set stays in cache.
@@ -56,6 +57,18 @@ def _reader(rows: tuple, c: int):
     return nb, read
 
 
+def _traced_once(fn: Callable, rows: tuple, c: int):
+    """``fn`` traced once on blocks of ``c`` rows of ``rows``: ``(g, out)`` where ``g(*block)``
+    replays that trace (binding its primitives, not re-running ``fn``'s Python) and ``out`` is the
+    output's pytree of `jax.ShapeDtypeStruct`. Halves the tracing of a streamed pass, which needs
+    the output shapes (the scan's initial carry) before its body is traced."""
+    blocks = [jax.ShapeDtypeStruct((c,) + a.shape[1:], a.dtype) for a in rows]
+    closed, out = jax.make_jaxpr(fn, return_shape=True)(*blocks)
+    replay = jaxpr_as_fun(closed)
+    tree = jax.tree_util.tree_structure(out)
+    return lambda *block: jax.tree_util.tree_unflatten(tree, replay(*block)), out
+
+
 def chunked_sum_rows(fn: Callable, rows: tuple, chunk_size: int | None, width: int):
     """`chunked_sum` for any tuple of row-aligned arrays: ``sum_b fn(*(a[b] for a in rows))``.
 
@@ -69,8 +82,8 @@ def chunked_sum_rows(fn: Callable, rows: tuple, chunk_size: int | None, width: i
     if c >= n:
         return fn(*rows)
     nb, read = _reader(rows, c)
-    zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                  jax.eval_shape(fn, *read(0)))
+    fn, shapes = _traced_once(fn, rows, c)
+    zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def body(acc, i):
         return jax.tree_util.tree_map(jnp.add, acc, fn(*read(i))), None
@@ -101,7 +114,7 @@ def chunked_map_sum(fn: Callable, rows: tuple, chunk_size: int | None, width: in
     if c >= n:
         return fn(*rows)
     nb, read = _reader(rows, c)
-    shapes = jax.eval_shape(fn, *read(0))
+    fn, shapes = _traced_once(fn, rows, c)
     zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0])
 
     def body(acc, i):

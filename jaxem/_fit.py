@@ -12,7 +12,7 @@ from ._compile import compiled
 from ._mstep import ClosedFormMStep
 from ._progress import with_progress
 from ._status import FATAL, Status, flag
-from ._validate import as_data, device_array, status_of_data, validate
+from ._validate import as_data, device_array, is_concrete, status_of_data, validate
 
 
 class FitResult(NamedTuple):
@@ -56,7 +56,7 @@ def _select(pred, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
-def _init_state(model, updater, params, X, w, max_iter):
+def _init_state(model, updater, params, X, w, max_iter, data_checked=False):
     dtype = X.dtype
     return _State(
         i=jnp.int32(0),
@@ -66,7 +66,9 @@ def _init_state(model, updater, params, X, w, max_iter):
         ll=jnp.asarray(-jnp.inf, dtype),
         trace=jnp.full((max_iter,), jnp.nan, dtype),
         converged=jnp.bool_(False),
-        status=status_of_data(X, w, getattr(model, "n_components", None)),
+        # Data already checked on the host (an eager call) need no check in the program.
+        status=jnp.int32(0) if data_checked else status_of_data(
+            X, w, getattr(model, "n_components", None)),
     )
 
 
@@ -103,14 +105,14 @@ def _step(model, updater, X, w, total_w, tol, state: _State):
 
 
 def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progress=False,
-           final_log_likelihood=True):
+           final_log_likelihood=True, data_checked=False):
     """The bare loop (no validation, no adjoint): returns a `FitResult`.
 
     With a closed-form M-step the final log-likelihood (at the returned parameters) comes from one
     more pass of the loop body after the last iteration, so no separate evaluation is compiled.
     """
     total_w = jnp.sum(w)
-    state = _init_state(model, updater, params, X, w, max_iter)
+    state = _init_state(model, updater, params, X, w, max_iter, data_checked)
     step = lambda s: _step(model, updater, X, w, total_w, tol, s)
     if progress:  # Python-level: no callback in the program when off
         step = with_progress(step, lambda s: _active(s, max_iter), max_iter)
@@ -197,7 +199,8 @@ def fit(
         raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
     updater = ClosedFormMStep() if m_step is None else m_step
     tol = device_array(tol, X.dtype)
-    static = dict(max_iter=int(max_iter), updater=updater, adjoint=adjoint, progress=bool(progress))
+    static = dict(max_iter=int(max_iter), updater=updater, adjoint=adjoint, progress=bool(progress),
+                  data_checked=is_concrete(X, w))  # `validate` raised for bad concrete data
     if _hashable(model) and _hashable(updater):
         return _fit_compiled(model, params, X, w, tol, **static)
     return _fit_impl(model, params, X, w, tol, **static)  # unhashable user objects: no cache
@@ -211,8 +214,9 @@ def _hashable(x) -> bool:
         return False
 
 
-def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress):
-    kw = dict(max_iter=max_iter, tol=tol, updater=updater, progress=progress)
+def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked):
+    kw = dict(max_iter=max_iter, tol=tol, updater=updater, progress=progress,
+              data_checked=data_checked)
     if adjoint == "unrolled":
         return run_em(model, params, X, w, unrolled=True, **kw)
     # Implicit: the loop sees no tangents; derivatives are attached at the fixed point.
@@ -246,4 +250,5 @@ def _mean_log_likelihood(model, theta, X, w, value=None):
 # jit/vmap/grad it is simply inlined. (The loop's closures are rebuilt on every call, so without this
 # every eager call of `fit` would compile the loop again.)
 _fit_compiled = compiled(_fit_impl,
-                         static_argnames=("model", "max_iter", "updater", "adjoint", "progress"))
+                         static_argnames=("model", "max_iter", "updater", "adjoint", "progress",
+                                          "data_checked"))

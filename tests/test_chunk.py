@@ -80,3 +80,23 @@ def test_kmeans_plusplus_streamed_equals_whole(monkeypatch):
     monkeypatch.setattr(_init, "_SWEEP_ROWS", 64)
     np.testing.assert_array_equal(np.asarray(seeds()), whole)
     assert len(set(whole.tolist())) == 6 and np.all(whole >= 50)
+
+
+def test_streamed_pass_traces_its_block_once():
+    """A streamed pass needs the block's output shapes before its loop body is traced; the block
+    function's Python still runs once (the body replays that trace), with the same result."""
+    calls = []
+
+    def fn(x, wb):
+        calls.append(1)
+        return jnp.sum(wb[:, None] * x, 0), wb[:, None] * x[:, :1]
+
+    X = jnp.asarray(np.random.default_rng(0).normal(size=(103, 3)))
+    w = jnp.asarray(np.random.default_rng(1).uniform(size=103))
+    total, per_row = jax.jit(lambda X, w: chunked_map_sum(fn, (X, w), 10, 1))(X, w)
+    assert len(calls) == 1
+    np.testing.assert_allclose(total, w @ X, rtol=1e-12)
+    np.testing.assert_allclose(per_row[:, 0], w * X[:, 0], rtol=1e-12)
+    calls.clear()
+    jax.jit(lambda X, w: chunked_sum(lambda x, wb: fn(x, wb)[0], X, w, 10, 1))(X, w)
+    assert len(calls) == 1
