@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxem._chunk import auto_chunk_size, chunked_map, chunked_sum, chunked_sum_rows
+from jaxem._chunk import auto_chunk_size, chunked_map, chunked_map_sum, chunked_sum, chunked_sum_rows
 
 
 @pytest.mark.parametrize("n, c", [(100, 10), (101, 10), (109, 10), (7, 10), (256, 255)])
