@@ -28,10 +28,13 @@ def _sq_dists(X, C):
 
 def _draw(u, mass):
     """Indices drawn ∝ ``mass`` (N,) by inverting its CDF at uniforms ``u`` (t,): O(N t) compares
-    and t random numbers (`jax.random.categorical` would need N t, which dominates small fits)."""
+    and t random numbers (`jax.random.categorical` would need N t, which dominates small fits).
+    The first index whose cumulative mass exceeds u·total, found by an argmax (one reduction; XLA
+    splits an integer count over N into a tree of four kernels); the last row always qualifies."""
+    n = mass.shape[0]
     cdf = jnp.cumsum(mass)
-    idx = jnp.sum(cdf[:, None] <= (u * cdf[-1])[None, :], axis=0)
-    return jnp.minimum(idx, mass.shape[0] - 1).astype(jnp.int32)
+    past = (cdf[:, None] > (u * cdf[-1])[None, :]) | (jnp.arange(n) == n - 1)[:, None]
+    return jnp.argmax(past, axis=0).astype(jnp.int32)
 
 
 def kmeans_plusplus(key, X, w, n_clusters: int):
@@ -61,7 +64,7 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
         idx, closest = carry
         pot = w * closest  # all zero at j = 0: the first center is drawn ∝ w
         # If every weighted point already coincides with a center, fall back to the weights.
-        cand = _draw(u[j], jnp.where(jnp.any(pot > 0), pot, w))
+        cand = _draw(u[j], jnp.where(jnp.max(pot) > 0, pot, w))  # a float max: one kernel
         first = j == 0
         best = cand[jnp.where(first, 0, jnp.argmin(potentials(X[cand], closest)))]
         d = sq_dists_to(X[best])
@@ -99,7 +102,8 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
         (nk, sx), new = chunked_map_sum(lambda x, wb: sweep(x, wb, C), (X, w), None,
                                         n_clusters * X.shape[1])
         C_new = jnp.where(nk[:, None] > 0, sx / jnp.where(nk > 0, nk, 1.0)[:, None], C)
-        go_on = jnp.any(new != labels) & (jnp.sum((C_new - C) ** 2) > tol_abs)
+        changed = jnp.max(jnp.where(new != labels, 1.0, 0.0)) > 0  # a float max: one kernel
+        go_on = changed & (jnp.sum((C_new - C) ** 2) > tol_abs)
         return i + 1, C_new, new, go_on
 
     def cond(state):

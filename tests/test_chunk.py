@@ -35,7 +35,6 @@ def test_auto_chunk_size():
 
 @pytest.mark.parametrize("n, c", [(100, 10), (109, 10), (7, 10)])
 def test_chunked_map_sum_equals_direct(n, c):
-    from jaxem._chunk import chunked_map_sum
 
     rng = np.random.default_rng(n)
     X = jnp.asarray(rng.normal(size=(n, 3)))
