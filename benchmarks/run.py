@@ -192,42 +192,44 @@ _SCRIPTS = {
 def _whole_scripts(X, K, repeat=3):
     import tempfile
 
-    out = {}
+    times = {name: [] for name in _SCRIPTS}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "X.npy")
         np.save(path, X)
-        for name, src in _SCRIPTS.items():
-            times = []
-            for _ in range(repeat):
+        for _ in range(repeat):  # in turn, as the in-process rows
+            for name, src in _SCRIPTS.items():
                 t = time.perf_counter()
                 subprocess.run([sys.executable, "-c", src.format(path=path, K=K)], check=True,
                                capture_output=True)
-                times.append(time.perf_counter() - t)
-            out[name] = min(times)
-    return out
+                times[name].append(time.perf_counter() - t)
+    return {name: min(t) for name, t in times.items()}
 
 
-def section_end_to_end(N, D, K, rows):
+def section_end_to_end(N, D, K, rows, repeat=3):
     import tempfile
 
     print(f"\n2. End-to-end fit as a user runs it (init + EM to tol=1e-3, compile included; each in a"
-          f" fresh process, imports done), N={N} D={D} K={K} float64")
+          f" fresh process, imports done; {repeat} rounds over the kinds in turn, median and range),"
+          f" N={N} D={D} K={K} float64")
     with tempfile.TemporaryDirectory() as cache:
-        kinds = (["sklearn", "jaxem-cold", "jaxem-estimator", "jaxem-fill", "jaxem-warm"]
-                 + (["gmmx"] if gmmx else []))
-        out = {}
-        for kind in kinds:
-            child_kind = "jaxem-warm" if kind == "jaxem-fill" else kind  # fill: writes the cache
-            r = _child(["--e2e-child", child_kind, N, D, K, cache])
-            if r and kind != "jaxem-fill":
-                out[kind] = r
+        kinds = ["sklearn", "jaxem-cold", "jaxem-estimator", "jaxem-warm"] + (["gmmx"] if gmmx else [])
+        _child(["--e2e-child", "jaxem-warm", N, D, K, cache])  # fills the persistent cache
+        runs = {kind: [] for kind in kinds}
+        for _ in range(repeat):  # in turn, so that the machine's drift hits every kind alike
+            for kind in kinds:
+                r = _child(["--e2e-child", kind, N, D, K, cache])
+                if r:
+                    runs[kind].append(r)
+    out = {k: dict(v[0], seconds=float(np.median([r["seconds"] for r in v])),
+                   times=[r["seconds"] for r in v]) for k, v in runs.items() if v}
     sk = out.get("sklearn", {}).get("seconds", float("nan"))
     labels = {"sklearn": "scikit-learn", "jaxem-cold": "jaxem init + fit, cold (compiles)",
               "jaxem-estimator": "jaxem.sklearn estimator, cold (compiles)",
               "jaxem-warm": "jaxem, JAX persistent compilation cache warm", "gmmx": "gmmx (float32)"}
     for kind, r in out.items():
         it = f"{r['n_iter']} iterations, score {r['score']:.4f}" if r["n_iter"] >= 0 else ""
-        print(f"   {labels[kind]:<46} {r['seconds']:6.2f} s  ({it})  sklearn/this = "
+        span = f"{min(r['times']):.2f}-{max(r['times']):.2f}"
+        print(f"   {labels[kind]:<46} {r['seconds']:6.2f} s [{span}]  ({it})  sklearn/this = "
               f"{sk / r['seconds']:.1f}x")
     scripts = _whole_scripts(make_data(N, D, K, np.float64, seed=1), K)
     print("   whole script, `python script.py` timed from outside (interpreter, imports, load X, fit;"
@@ -235,8 +237,8 @@ def section_end_to_end(N, D, K, rows):
     for name, t in scripts.items():
         ratio = "" if name.startswith("python") else f"  sklearn/this = {scripts['sklearn'] / t:.1f}x"
         print(f"     {name:<22} {t:6.2f} s{ratio}")
-    rows.append(dict(section="end_to_end", N=N, D=D, K=K, **{k: v["seconds"] for k, v in out.items()},
-                     scripts=scripts))
+    rows.append(dict(section="end_to_end", N=N, D=D, K=K,
+                     **{k: v["times"] for k, v in out.items()}, scripts=scripts))
 
 
 # --- 3. many small fits ---------------------------------------------------------------------------
