@@ -15,8 +15,13 @@ def weighted_posterior(lj, w):
     """For one block of log joints ``lj (n, K)`` and weights ``w (n,)``: the weighted
     responsibilities w_n r_nk and Σ_n w_n log p(x_n) (zero-weight rows contribute nothing, even if
     their log-likelihood is not finite)."""
-    lse = jax.scipy.special.logsumexp(lj, axis=1)
-    rw = jnp.exp(lj - lse[:, None]) * w[:, None]
+    # logsumexp with its exponentials reused for r_nk (one exp per entry, three fused kernels).
+    m = jax.lax.stop_gradient(jnp.max(lj, axis=1, keepdims=True))
+    m = jnp.where(m > -jnp.inf, m, 0.0)  # a row of -inf: lse = -inf, no NaN from -inf - -inf
+    e = jnp.exp(lj - m)
+    s = jnp.sum(e, axis=1, keepdims=True)
+    rw = e * (w[:, None] / s)
+    lse = jnp.log(s[:, 0]) + m[:, 0]
     # Σ_n w_n log p(x_n) = Σ_k Σ_n w_n r_nk log p(x_n), as Σ_k r_nk = 1: a matrix-vector product
     # (XLA's CPU backend splits a plain sum over n into a tree of three kernels).
     return rw, jnp.sum(jnp.where(w > 0, lse, 0.0) @ rw)
