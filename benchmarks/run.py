@@ -159,6 +159,8 @@ def _e2e_child(kind, N, D, K, cache_dir):
             g = gmmx.GaussianMixtureSKLearn(K, tol=1e-3, random_state=0).fit(X32)
             jax.block_until_ready(g._gmm.means)
             out = dict(seconds=time.perf_counter() - t, n_iter=-1, score=float("nan"))
+    else:
+        raise ValueError(f"unknown end-to-end measurement {kind!r}")
     print(json.dumps(out))
 
 
@@ -280,7 +282,7 @@ def _rss_child(kind, N, D, K):
         X[s:s + (1 << 16)] += centers[rng.integers(0, K, min(1 << 16, N - s))]
     x = jax.block_until_ready(jax.device_put(X))  # a large X goes to the device once
     del X
-    if kind in ("jaxem-cold", "jaxem-warm"):
+    if kind in ("jaxem", "jaxem-kmeans"):
         model = jaxem.GaussianMixture(K, "full")
         method = "kmeans" if kind == "jaxem-kmeans" else "random_from_data"
         p0 = model.init(jax.random.key(0), x, method=method)
@@ -292,6 +294,8 @@ def _rss_child(kind, N, D, K):
         g = gmmx.GaussianMixtureModelJax.from_squeezed(means=p0.means, covariances=p0.covariances,
                                                        weights=p0.weights)
         jax.block_until_ready(gmmx.EMFitter(max_iter=5, tol=0.0).fit(x, g).log_likelihood)
+    elif kind != "baseline":
+        raise ValueError(f"unknown RSS measurement {kind!r}")  # never a silent baseline
     print(json.dumps(dict(rss_mb=_peak_rss_mb())))
 
 
