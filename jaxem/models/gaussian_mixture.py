@@ -148,8 +148,8 @@ class GaussianMixture(Mixture):
         D steps for all K, `cholesky_factors`: no LAPACK call), log|P| and log π."""
         cov, ct = params.covariances, self.covariance_type
         if ct in ("full", "tied"):
-            # Only the lower triangle is read, so no symmetrizing pass (the M-step's Σ is
-            # symmetric; of a user's Σ the lower triangle counts).
+            # Only the lower triangle is read (the M-step's Σ is symmetric; of a user's Σ the
+            # lower triangle counts).
             L, P = cholesky_factors(cov)
             eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
             log_det = jnp.sum(jnp.log(jnp.sum(P * eye, -1)), -1)  # diag(P) without a gather
