@@ -146,18 +146,14 @@ def _responsibilities(key, X, w, n_components: int, method: str = "kmeans"):
     if method == "random":
         r = jax.random.uniform(key, (X.shape[0], K), X.dtype)
         return r / r.sum(1, keepdims=True)
-    return jax.nn.one_hot(_labels(key, X, w, K, method), K, dtype=X.dtype)  # -1: a zero row
-
-
-def _labels(key, X, w, n_components: int, method: str):
-    """``(N,)`` int32 hard starts: k-means labels, or the component of each seed row and -1
-    elsewhere ("k-means++", "random_from_data")."""
-    return _hard_start(key, X, w, n_components, method)[0]
+    labels = _hard_start(key, X, w, K, method)[0]
+    return jax.nn.one_hot(labels, K, dtype=X.dtype)  # -1: a zero row
 
 
 def _hard_start(key, X, w, n_components: int, method: str):
-    """``(labels (N,) int32, centers (K, D))``: the hard start of `_labels` and the means of its
-    labels (k-means' centers, or the seed rows themselves), about which one M-step pass suffices."""
+    """``(labels (N,) int32, centers (K, D))``: k-means labels, or the component of each seed row
+    and -1 elsewhere ("k-means++", "random_from_data"); and the means of those labels (k-means'
+    centers, or the seed rows themselves), about which one M-step pass suffices."""
     K = n_components
     if method == "kmeans":
         centers, labels = kmeans(key, X, w, K)
