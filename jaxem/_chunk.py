@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import jaxpr_as_fun
 
+from ._where import where
+
 # Rows per block when the caller does not choose: big enough for efficient GEMMs, small enough that
 # the (chunk, K, D) working set stays in cache.
 _TARGET_ELEMENTS = 1 << 18
@@ -51,7 +53,7 @@ def _reader(rows: tuple, c: int):
         if n % c:
             fresh = start + jnp.arange(c) >= i * c
             last = block[-1]
-            block[-1] = jnp.where(fresh.reshape((c,) + (1,) * (last.ndim - 1)), last, 0)
+            block[-1] = where(fresh.reshape((c,) + (1,) * (last.ndim - 1)), last, 0)
         return tuple(block)
 
     return nb, read

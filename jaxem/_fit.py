@@ -13,6 +13,7 @@ from ._mstep import ClosedFormMStep
 from ._progress import with_progress
 from ._status import FATAL, Status, flag
 from ._validate import as_data, device_array, is_concrete, status_of_data, validate
+from ._where import where
 
 
 class FitResult(NamedTuple):
@@ -48,12 +49,22 @@ class _State(NamedTuple):
 
 
 def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(l)) for l in jax.tree_util.tree_leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+    """Whether every floating-point entry of ``tree`` is finite.
+
+    As Σ_j 0·x_j over all leaves at once, which is NaN exactly when some x_j is NaN or ±inf: one
+    fused kernel and a library sum. (A boolean ``all`` over the leaves costs a kernel per leaf, or
+    a tree of kernels over their concatenation, and XLA's CPU ``max`` reduction can drop NaNs.)
+    """
+    leaves = [jnp.ravel(x) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    if not leaves:
+        return jnp.bool_(True)
+    dtype = jnp.result_type(*leaves)
+    return jnp.isfinite(jnp.sum(jnp.concatenate([x.astype(dtype) for x in leaves]) * 0))
 
 
 def _select(pred, a, b):
-    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+    return jax.tree_util.tree_map(lambda x, y: where(pred, x, y), a, b)
 
 
 def _init_state(model, updater, params, X, w, max_iter, data_checked=False):
@@ -83,22 +94,20 @@ def _step(model, updater, X, w, total_w, tol, state: _State):
     new, mstate, ll_sum, st = updater.update(model, state.params, state.mstate, X, w)
     ll = ll_sum / total_w
     ok_ll = jnp.isfinite(ll)
-    ok_new = _all_finite(new)
+    ok = _all_finite((ll, new))  # ll and the new params
     # ll non-finite: the params entering this iteration are unusable, go back one step.
     # ll finite but new params not: keep the params entering this iteration.
-    params = _select(ok_ll & ok_new, new, _select(ok_ll, state.params, state.prev_params))
-    prev = _select(ok_ll & ok_new, state.params, state.prev_params)
-    status = state.status | flag(~(ok_ll & ok_new), Status.NONFINITE) | jnp.where(
-        ok_ll & ok_new, st, 0
-    )
+    params = _select(ok, new, _select(ok_ll, state.params, state.prev_params))
+    prev = _select(ok, state.params, state.prev_params)
+    status = state.status | where(ok, st, int(Status.NONFINITE))
     converged = ok_ll & (jnp.abs(ll - state.ll) < tol)
     return _State(
         i=state.i + 1,
         params=params,
         prev_params=prev,
         mstate=mstate,
-        ll=jnp.where(ok_ll, ll, state.ll),
-        trace=state.trace.at[state.i].set(jnp.where(ok_ll, ll, jnp.nan)),
+        ll=where(ok_ll, ll, state.ll),
+        trace=state.trace.at[state.i].set(where(ok_ll, ll, jnp.nan)),
         converged=converged,
         status=status,
     ), ll
@@ -130,14 +139,14 @@ def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progr
             s, final, _ = carry
             active = _active(s, max_iter)
             new, ll = step(s)
-            return _select(active, new, s), jnp.where(active, final, ll), ~active
+            return _select(active, new, s), where(active, final, ll), ~active
 
         state, final_ll, _ = jax.lax.while_loop(lambda c: ~c[2], body,
                                                 (state, nan, jnp.bool_(False)))
     else:
         state = jax.lax.while_loop(lambda s: _active(s, max_iter), lambda s: step(s)[0], state)
     status = state.status | flag(~state.converged & (tol > 0), Status.MAX_ITER_REACHED)
-    status = jnp.where((status & int(FATAL)) != 0, status & ~int(Status.MAX_ITER_REACHED), status)
+    status = where((status & int(FATAL)) != 0, status & ~int(Status.MAX_ITER_REACHED), status)
     if final_ll is None:
         final_ll = model.log_likelihood(state.params, X, w) / total_w if final_log_likelihood else nan
     return FitResult(state.params, final_ll, state.i, state.converged, state.trace, status)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from ._chunk import chunked_map, chunked_map_sum, chunked_sum_rows
 from ._compile import compiled
+from ._where import where
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 # Rows per block of the k-means++ passes: large enough that the per-block overhead is nothing (at
@@ -64,11 +65,11 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
         idx, closest = carry
         pot = w * closest  # all zero at j = 0: the first center is drawn ∝ w
         # If every weighted point already coincides with a center, fall back to the weights.
-        cand = _draw(u[j], jnp.where(jnp.max(pot) > 0, pot, w))  # a float max: one kernel
+        cand = _draw(u[j], where(jnp.max(pot) > 0, pot, w))  # a float max: one kernel
         first = j == 0
-        best = cand[jnp.where(first, 0, jnp.argmin(potentials(X[cand], closest)))]
+        best = cand[where(first, 0, jnp.argmin(potentials(X[cand], closest)))]
         d = sq_dists_to(X[best])
-        return idx.at[j].set(best), jnp.where(first, d, jnp.minimum(closest, d))
+        return idx.at[j].set(best), where(first, d, jnp.minimum(closest, d))
 
     idx = jnp.zeros(n_clusters, jnp.int32)
     closest = jnp.zeros(X.shape[0], X.dtype)
@@ -101,8 +102,8 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
         i, C, labels, _ = state
         (nk, sx), new = chunked_map_sum(lambda x, wb: sweep(x, wb, C), (X, w), None,
                                         n_clusters * X.shape[1])
-        C_new = jnp.where(nk[:, None] > 0, sx / jnp.where(nk > 0, nk, 1.0)[:, None], C)
-        changed = jnp.max(jnp.where(new != labels, 1.0, 0.0)) > 0  # a float max: one kernel
+        C_new = where(nk[:, None] > 0, sx / where(nk > 0, nk, 1.0)[:, None], C)
+        changed = jnp.max(where(new != labels, 1.0, 0.0)) > 0  # a float max: one kernel
         go_on = changed & (jnp.sum((C_new - C) ** 2) > tol_abs)
         return i + 1, C_new, new, go_on
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ._where import where
+
 __all__ = ["cholesky_factors"]
 
 _UNROLL_UP_TO = 4  # D at most this: the loop is unrolled (tiny D: loop overhead dominates)
@@ -35,18 +37,18 @@ def cholesky_factors(A):
     dtype = A.dtype
     row = jnp.arange(D)
     col = jnp.arange(2 * D)
-    A = jnp.where(row[:, None] >= row[None, :], A, jnp.swapaxes(A, -1, -2))  # lower, mirrored
+    A = where(row[:, None] >= row[None, :], A, jnp.swapaxes(A, -1, -2))  # lower, mirrored
     G = jnp.concatenate([A, jnp.broadcast_to(jnp.eye(D, dtype=dtype), A.shape)], -1)
 
     def step(j, G):
         c = jax.lax.dynamic_index_in_dim(G, j, -1, keepdims=False)  # column j: (..., D)
         pivot = jax.lax.dynamic_index_in_dim(c, j, -1, keepdims=True)  # (..., 1)
-        s = jnp.sqrt(jnp.where(pivot > 0, pivot, jnp.nan))  # not positive definite: NaN
+        s = jnp.sqrt(where(pivot > 0, pivot, jnp.nan))  # not positive definite: NaN
         u = jax.lax.dynamic_index_in_dim(G, j, -2, keepdims=False) / s  # new row j: (..., 2D)
         # Row i loses m_i u: m_i = G_ij / s below the pivot, and s - 1 on it (G_j - (s-1) u = u).
-        m = jnp.where(row > j, c / s, jnp.where(row == j, s - 1, 0.0))
+        m = where(row > j, c / s, where(row == j, s - 1, 0.0))
         below = (row[:, None] > j) & (col[None, :] == j)  # exactly zero, not a rounding residue
-        return jnp.where(below, 0.0, G - m[..., :, None] * u[..., None, :])
+        return where(below, 0.0, G - m[..., :, None] * u[..., None, :])
 
     if D <= _UNROLL_UP_TO:
         for j in range(D):

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ._status import Status, flag
+from ._where import where
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +112,7 @@ class GradientMStep:
             value, grad = value_and_grad(p, state=s)
             better = value < best_f  # p is θ_j; keep the best seen (safe mode)
             best = _select(better, p, best)
-            best_f = jnp.where(better, value, best_f)
+            best_f = where(better, value, best_f)
             updates, s = opt.update(grad, s, p, value=value, grad=grad, value_fn=f)
             return (optax.apply_updates(p, updates), s, best, best_f), value
 
@@ -130,7 +131,7 @@ class GradientMStep:
 
 
 def _select(pred, a, b):
-    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+    return jax.tree_util.tree_map(lambda x, y: where(pred, x, y), a, b)
 
 
 def _has_cached_value(state) -> bool:

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
 
+from ._where import where
+
 _BAR = None  # the open bar (host side); one fit at a time shows a bar
 
 
@@ -52,7 +54,7 @@ def _reporter(total: int):
     def rep_batched(axis_size, in_batched, i, ll, done, running):
         # One report for the whole batch: the furthest member that was still running.
         i, ll, done, running = (jnp.broadcast_to(x, (axis_size,)) for x in (i, ll, done, running))
-        j = jnp.argmax(jnp.where(running, i, -1))
+        j = jnp.argmax(where(running, i, -1))
         out = rep(i[j], ll[j], jnp.all(done | ~running), jnp.any(running))
         return jnp.broadcast_to(out, (axis_size,)), True
 

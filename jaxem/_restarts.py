@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from ._batch import auto_batch_size, batched
 from ._fit import FitResult, fit
 from ._status import FATAL
+from ._where import where
 
 
 def best_restart(results: FitResult) -> FitResult:
@@ -17,7 +18,7 @@ def best_restart(results: FitResult) -> FitResult:
     are never chosen unless all are; ties go to the first member, as scikit-learn's ``n_init``.
     """
     ok = ((results.status & int(FATAL)) == 0) & jnp.isfinite(results.log_likelihood)
-    score = jnp.where(ok, results.log_likelihood, -jnp.inf)
+    score = where(ok, results.log_likelihood, -jnp.inf)
     best = jnp.argmax(score)
     return jax.tree_util.tree_map(lambda a: a[best], results)
 

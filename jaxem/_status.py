@@ -7,6 +7,8 @@ import enum
 import jax
 import jax.numpy as jnp
 
+from ._where import where
+
 
 class Status(enum.IntFlag):
     """Named outcomes of a fit. ``0`` means success; any other value is a sum of these flags.
@@ -82,4 +84,4 @@ def describe_status(code) -> str:
 
 def flag(condition, status: Status) -> jax.Array:
     """``status`` as an int32 array where ``condition`` holds, else 0."""
-    return jnp.where(condition, jnp.int32(int(status)), jnp.int32(0))
+    return where(condition, jnp.int32(int(status)), jnp.int32(0))

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._status import Status, flag
+from ._where import where
 
 
 def is_concrete(*xs) -> bool:
@@ -98,6 +99,6 @@ def status_of_data(X, weights, n_components: int | None = None) -> jax.Array:
     bad = ~finite(X) | ~finite(weights) | (jnp.min(weights, initial=0.0) < 0)
     code = flag(bad, Status.INVALID_INPUT)
     if n_components is not None:
-        n_pos = jnp.sum(jnp.where(weights > 0, 1.0, 0.0), dtype=X.dtype)
+        n_pos = jnp.sum(where(weights > 0, 1.0, 0.0), dtype=X.dtype)
         code = code | flag(n_pos < n_components, Status.TOO_FEW_SAMPLES)
     return code

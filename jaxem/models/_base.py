@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from .._chunk import chunked_map, chunked_sum
 from .._validate import as_data
+from .._where import where
 
 
 def weighted_posterior(lj, w):
@@ -17,14 +18,14 @@ def weighted_posterior(lj, w):
     their log-likelihood is not finite)."""
     # logsumexp with its exponentials reused for r_nk (one exp per entry, three fused kernels).
     m = jax.lax.stop_gradient(jnp.max(lj, axis=1, keepdims=True))
-    m = jnp.where(m > -jnp.inf, m, 0.0)  # a row of -inf: lse = -inf, no NaN from -inf - -inf
+    m = where(m > -jnp.inf, m, 0.0)  # a row of -inf: lse = -inf, no NaN from -inf - -inf
     e = jnp.exp(lj - m)
     s = jnp.sum(e, axis=1, keepdims=True)
     rw = e * (w[:, None] / s)
     lse = jnp.log(s[:, 0]) + m[:, 0]
     # Σ_n w_n log p(x_n) = Σ_k Σ_n w_n r_nk log p(x_n), as Σ_k r_nk = 1: a matrix-vector product
     # (XLA's CPU backend splits a plain sum over n into a tree of three kernels).
-    return rw, jnp.sum(jnp.where(w > 0, lse, 0.0) @ rw)
+    return rw, jnp.sum(where(w > 0, lse, 0.0) @ rw)
 
 
 class Model:
@@ -70,7 +71,7 @@ class Model:
         """Weighted sum over samples of log p(x_n | params)."""
         X, w = as_data(X, weights, self.n_features(params))
         lp = self.score_samples(params, X)
-        return jnp.sum(jnp.where(w > 0, w * lp, 0.0))
+        return jnp.sum(where(w > 0, w * lp, 0.0))
 
     def n_parameters(self, params) -> int:
         """Number of free parameters (for `bic` and `aic`)."""
@@ -116,18 +117,18 @@ class Mixture(Model):
         lj = self.log_joint_matrix(params, X)
         lse = jax.scipy.special.logsumexp(lj, axis=1)
         resp = jnp.exp(lj - lse[:, None])
-        return resp, jnp.sum(jnp.where(w > 0, w * lse, 0.0))
+        return resp, jnp.sum(where(w > 0, w * lse, 0.0))
 
     def q_function(self, params, posterior, X, weights=None):
         """Q = Σ_n w_n Σ_k r_nk log p(x_n, z_n=k | params)."""
         X, w = as_data(X, weights, self.n_features(params))
         lj = self.log_joint_matrix(params, X)
-        rl = jnp.where(posterior > 0, posterior * lj, 0.0)
+        rl = where(posterior > 0, posterior * lj, 0.0)
         return jnp.sum(w * jnp.sum(rl, axis=1))
 
     def posterior_entropy(self, posterior, weights=None):
         r = posterior
-        h = -jnp.sum(jnp.where(r > 0, r * jnp.log(jnp.where(r > 0, r, 1.0)), 0.0), axis=1)
+        h = -jnp.sum(where(r > 0, r * jnp.log(where(r > 0, r, 1.0)), 0.0), axis=1)
         w = jnp.ones(r.shape[0], r.dtype) if weights is None else jnp.asarray(weights, r.dtype)
         return jnp.sum(w * h)
 
@@ -157,7 +158,7 @@ class Mixture(Model):
 
         def block(x, wb):
             lse = jax.scipy.special.logsumexp(lj(x), axis=1)
-            return jnp.sum(jnp.where(wb > 0, wb * lse, 0.0))
+            return jnp.sum(where(wb > 0, wb * lse, 0.0))
 
         return chunked_sum(block, X, w, self.chunk_size, self._width(X))
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from .._chunk import chunked_map, chunked_sum
 from .._validate import as_data, validate
+from .._where import where
 from ._base import Model
 
 
@@ -112,7 +113,7 @@ class LinearGaussian(Model):
         X, w = as_data(X, weights, self.n_features(params))
         m, yt, u, L = self._posterior_rows(params, X)
         lp = self._log_norm(params, L) - 0.5 * (jnp.sum(yt * yt, 1) - jnp.sum(u * u, 1))
-        ll = jnp.sum(jnp.where(w > 0, w * lp, 0.0))
+        ll = jnp.sum(where(w > 0, w * lp, 0.0))
         return LatentFactorPosterior(m, self._posterior_cov(L)), ll
 
     def score_samples(self, params, X):
@@ -136,7 +137,7 @@ class LinearGaussian(Model):
         def chunk(x, wc):
             _, yt, u, _ = self._posterior_rows(params, x)
             lp = c - 0.5 * (jnp.sum(yt * yt, 1) - jnp.sum(u * u, 1))
-            return jnp.sum(jnp.where(wc > 0, wc * lp, 0.0))
+            return jnp.sum(where(wc > 0, wc * lp, 0.0))
 
         return chunked_sum(chunk, X, w, self.chunk_size, X.shape[1])
 
@@ -212,7 +213,7 @@ class LinearGaussian(Model):
         def chunk(x, wc):
             m, yt, u, _ = self._posterior_rows(params, x)
             lp = c - 0.5 * (jnp.sum(yt * yt, 1) - jnp.sum(u * u, 1))
-            ll = jnp.sum(jnp.where(wc > 0, wc * lp, 0.0))
+            ll = jnp.sum(where(wc > 0, wc * lp, 0.0))
             return self._stats(m, x - mu, wc), ll
 
         st, ll = chunked_sum(chunk, X, weights, self.chunk_size, X.shape[1])

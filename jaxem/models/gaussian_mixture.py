@@ -36,6 +36,7 @@ from .._init import init_from_responsibilities
 from .._linalg import cholesky_factors
 from .._status import Status, flag
 from .._validate import as_data, validate
+from .._where import where
 from ._base import Mixture, weighted_posterior
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
@@ -211,7 +212,7 @@ class GaussianMixture(Mixture):
         # A component whose weight is exactly 0 is switched off (padding in model selection): it
         # keeps weight 0. With no exact zero, nk_on == nk_e and the iterates are unchanged.
         on = jnp.ones(st.nk.shape, bool) if prev is None else prev.weights > 0
-        nk_on = jnp.where(on, nk_e, 0.0)
+        nk_on = where(on, nk_e, 0.0)
         weights = nk_on / jnp.sum(nk_on)
         shrink = 2.0 - st.nk / nk_e
         D = st.sy.shape[1]
@@ -236,10 +237,10 @@ class GaussianMixture(Mixture):
         empty = st.nk < eps * jnp.sum(st.nk)
         status = flag(jnp.any(empty & on), Status.EMPTY_COMPONENT)
         if prev is not None:
-            means = jnp.where(empty[:, None], prev.means, means)
+            means = where(empty[:, None], prev.means, means)
             if ct != "tied":
                 mask = empty.reshape((-1,) + (1,) * (cov.ndim - 1))
-                cov = jnp.where(mask, prev.covariances, cov)
+                cov = where(mask, prev.covariances, cov)
         return GaussianMixtureParams(weights, means, cov), status
 
     def m_step(self, posterior, X, weights=None, params=None) -> GaussianMixtureParams:
@@ -323,7 +324,7 @@ class GaussianMixture(Mixture):
         m = params.means - c
         Lam = g.P @ jnp.swapaxes(g.P, -1, -2)  # Λ_k = P_k P_kᵀ = Σ_k⁻¹
         b = jnp.einsum("kde,ke->kd", Lam, m)
-        a = jnp.concatenate([Lam[:, iu, ju] * jnp.where(iu == ju, 1.0, 2.0).astype(X.dtype),
+        a = jnp.concatenate([Lam[:, iu, ju] * where(iu == ju, 1.0, 2.0).astype(X.dtype),
                              -2.0 * b, jnp.sum(m * b, 1, keepdims=True)], 1).T  # (T, K)
         const = g.log_pi + g.log_det - 0.5 * D * math.log(2 * math.pi)
 

@@ -1,0 +1,31 @@
+"""`where`: ``where(condition, x, y)`` traced inline.
+
+`jax.numpy.where` is a nested `jax.jit`: each call with new shapes traces and lowers a private
+function (with its own `jnp.broadcast_arrays` jit inside). jaxem's programs call it ~60 times, and
+at ~1 ms apiece that was ~0.07 s of a cold Gaussian-mixture fit (init + fit, N=100k, D=16, K=16:
+trace and lowering 0.31 s -> 0.24 s, median of 8 runs). This one binds `jax.lax.select_n` directly.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["where"]
+
+
+def where(condition, x, y) -> jax.Array:
+    """``where(condition, x, y)`` (NumPy broadcasting and dtype promotion, weak Python scalars
+    taking the other operand's dtype), without a nested jit."""
+    dtype = jnp.result_type(x, y)
+    shape = np.broadcast_shapes(np.shape(condition), np.shape(x), np.shape(y))
+
+    def full(a, dt):
+        a = jax.lax.convert_element_type(a, dt)
+        if a.shape == shape:
+            return a
+        return jax.lax.broadcast_in_dim(a, shape, tuple(range(len(shape) - a.ndim, len(shape))))
+
+    # select_n picks its second case where the predicate is True.
+    return jax.lax.select_n(full(condition, jnp.bool_), full(y, dtype), full(x, dtype))
