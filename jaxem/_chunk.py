@@ -6,6 +6,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend.core import jaxpr_as_fun
 
 from ._where import where
@@ -39,6 +40,12 @@ def chunked_sum(fn: Callable, X: jax.Array, w: jax.Array, chunk_size: int | None
     return chunked_sum_rows(fn, (X, w), chunk_size, width)
 
 
+def _block_indices(nb: int) -> np.ndarray:
+    """0 .. nb-1 for a scan over blocks, as a NumPy array: a constant of the program, where
+    `jnp.arange` is an iota that XLA's CPU backend compiles as a kernel of its own (~6 ms each)."""
+    return np.arange(nb)
+
+
 def _reader(rows: tuple, c: int):
     """``(number of blocks, read)``: ``read(i)`` is block i of every array in ``rows``, read in place
     with `jax.lax.dynamic_slice`. The last block is the last ``c`` rows, overlapping its
@@ -51,7 +58,7 @@ def _reader(rows: tuple, c: int):
         start = jnp.minimum(i * c, n - c)
         block = [jax.lax.dynamic_slice_in_dim(a, start, c, axis=0) for a in rows]
         if n % c:
-            fresh = start + jnp.arange(c) >= i * c
+            fresh = start + np.arange(c) >= i * c
             last = block[-1]
             block[-1] = where(fresh.reshape((c,) + (1,) * (last.ndim - 1)), last, 0)
         return tuple(block)
@@ -90,7 +97,7 @@ def chunked_sum_rows(fn: Callable, rows: tuple, chunk_size: int | None, width: i
     def body(acc, i):
         return jax.tree_util.tree_map(jnp.add, acc, fn(*read(i))), None
 
-    return jax.lax.scan(body, zero, jnp.arange(nb))[0]
+    return jax.lax.scan(body, zero, _block_indices(nb))[0]
 
 
 def chunked_map(fn: Callable, X: jax.Array, chunk_size: int | None, width: int) -> jax.Array:
@@ -102,7 +109,7 @@ def chunked_map(fn: Callable, X: jax.Array, chunk_size: int | None, width: int) 
         return fn(X)
     nb = -(-n // c)
     out = jax.lax.map(lambda i: fn(jax.lax.dynamic_slice_in_dim(X, jnp.minimum(i * c, n - c), c)),
-                      jnp.arange(nb))
+                      _block_indices(nb))
     # The last block holds rows n-c .. n-1; the first (nb-1)·c - (n-c) of them are already out.
     return jnp.concatenate([out[:-1].reshape(-1), out[-1, (nb - 1) * c - (n - c):]])
 
@@ -123,6 +130,6 @@ def chunked_map_sum(fn: Callable, rows: tuple, chunk_size: int | None, width: in
         sums, per_row = fn(*read(i))
         return jax.tree_util.tree_map(jnp.add, acc, sums), per_row
 
-    total, out = jax.lax.scan(body, zero, jnp.arange(nb))
+    total, out = jax.lax.scan(body, zero, _block_indices(nb))
     skip = (nb - 1) * c - (n - c)  # rows of the last block already given by its predecessor
     return total, jnp.concatenate([out[:-1].reshape((-1,) + out.shape[2:]), out[-1, skip:]])

@@ -10,6 +10,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._chunk import chunked_map, chunked_map_sum, chunked_sum_rows
 from ._compile import compiled
@@ -34,7 +35,7 @@ def _draw(u, mass):
     splits an integer count over N into a tree of four kernels); the last row always qualifies."""
     n = mass.shape[0]
     cdf = jnp.cumsum(mass)
-    past = (cdf[:, None] > (u * cdf[-1])[None, :]) | (jnp.arange(n) == n - 1)[:, None]
+    past = (cdf[:, None] > (u * cdf[-1])[None, :]) | (np.arange(n) == n - 1)[:, None]
     return jnp.argmax(past, axis=0).astype(jnp.int32)
 
 
@@ -165,5 +166,5 @@ def _hard_start(key, X, w, n_components: int, method: str):
         idx = jax.random.choice(key, X.shape[0], (K,), replace=False, p=w / jnp.sum(w))
     else:
         raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
-    labels = jnp.full(X.shape[0], -1, jnp.int32).at[idx].set(jnp.arange(K, dtype=jnp.int32))
+    labels = jnp.full(X.shape[0], -1, jnp.int32).at[idx].set(np.arange(K, dtype=np.int32))
     return labels, X[idx]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._where import where
 
@@ -35,10 +36,12 @@ def cholesky_factors(A):
     """
     D = A.shape[-1]
     dtype = A.dtype
-    row = jnp.arange(D)
-    col = jnp.arange(2 * D)
+    row = np.arange(D)  # NumPy: constants of the program, not iota kernels
+    col = np.arange(2 * D)
     A = where(row[:, None] >= row[None, :], A, jnp.swapaxes(A, -1, -2))  # lower, mirrored
-    G = jnp.concatenate([A, jnp.broadcast_to(jnp.eye(D, dtype=dtype), A.shape)], -1)
+    # [A | I] as one fused pad-and-add (a broadcast identity would be a kernel of its own).
+    pad = [(0, 0)] * (A.ndim - 1) + [(0, D)]
+    G = jnp.pad(A, pad) + np.eye(D, 2 * D, D, dtype=dtype)
 
     def step(j, G):
         c = jax.lax.dynamic_index_in_dim(G, j, -1, keepdims=False)  # column j: (..., D)
