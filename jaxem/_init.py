@@ -64,17 +64,19 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
 
     def body(j, carry):
         idx, closest = carry
-        pot = w * closest  # all zero at j = 0: the first center is drawn ∝ w
-        # If every weighted point already coincides with a center, fall back to the weights.
-        cand = _draw(u[j], where(jnp.max(pot) > 0, pot, w))  # a float max: one kernel
         first = j == 0
+        pot = w * closest
+        # The first center is drawn ∝ w; so are later ones if every weighted point already
+        # coincides with a center.
+        cand = _draw(u[j], where(first | (jnp.max(pot) <= 0), w, pot))  # a float max: one kernel
         best = cand[where(first, 0, jnp.argmin(potentials(X[cand], closest)))]
         d = sq_dists_to(X[best])
         return idx.at[j].set(best), where(first, d, jnp.minimum(closest, d))
 
-    idx = jnp.zeros(n_clusters, jnp.int32)
-    closest = jnp.zeros(X.shape[0], X.dtype)
-    idx, _ = jax.lax.fori_loop(0, n_clusters, body, (idx, closest))
+    # Initial carries that cost no kernel of their own. Any idx will do, as the loop sets every
+    # idx[j]: a NumPy constant that is neither a fill nor 0, 1, ... (XLA would turn those into a
+    # broadcast or an iota kernel). `closest` starts as w: at j = 0 it only enters discarded values.
+    idx, _ = jax.lax.fori_loop(0, n_clusters, body, (np.arange(n_clusters, 0, -1, dtype=np.int32), w))
     return X[idx], idx
 
 

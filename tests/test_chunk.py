@@ -99,3 +99,21 @@ def test_streamed_pass_traces_its_block_once():
     calls.clear()
     jax.jit(lambda X, w: chunked_sum(lambda x, wb: fn(x, wb)[0], X, w, 10, 1))(X, w)
     assert len(calls) == 1
+
+
+def test_streamed_sum_of_a_pytree_keeps_shapes_and_dtypes():
+    """One dtype: the leaves are accumulated as one flat vector and come back in their shapes;
+    mixed dtypes (an integer count) are summed leaf by leaf, exactly."""
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(53, 3)))
+    w = jnp.asarray(rng.uniform(size=53))
+    fn = lambda x, wb: {"s": jnp.sum(wb), "m": (wb[:, None] * x).T @ x, "v": wb @ x}
+    got, want = chunked_sum(fn, X, w, 10, 1), fn(X, w)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert g.shape == e.shape and g.dtype == e.dtype
+        np.testing.assert_allclose(g, e, rtol=1e-12)
+    count = lambda x, wb: (jnp.sum(wb > 0, dtype=jnp.int32), jnp.sum(wb))
+    n_pos, total = chunked_sum(count, X, w.at[5].set(0.0), 10, 1)
+    assert n_pos.dtype == jnp.int32 and int(n_pos) == 52
+    np.testing.assert_allclose(total, float(jnp.sum(w.at[5].set(0.0))), rtol=1e-12)
