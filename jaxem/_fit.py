@@ -13,7 +13,7 @@ from ._mstep import ClosedFormMStep
 from ._progress import with_progress
 from ._status import FATAL, Status, flag
 from ._validate import as_data, device_array, is_concrete, status_of_data, validate
-from ._where import where
+from ._where import select, where
 
 
 class FitResult(NamedTuple):
@@ -63,10 +63,6 @@ def _all_finite(tree) -> jax.Array:
     return jnp.isfinite(jnp.sum(jnp.concatenate([x.astype(dtype) for x in leaves]) * 0))
 
 
-def _select(pred, a, b):
-    return jax.tree_util.tree_map(lambda x, y: where(pred, x, y), a, b)
-
-
 def _init_state(model, updater, params, X, w, max_iter, data_checked=False):
     dtype = X.dtype
     return _State(
@@ -97,8 +93,8 @@ def _step(model, updater, X, w, total_w, tol, state: _State):
     ok = _all_finite((ll, new))  # ll and the new params
     # ll non-finite: the params entering this iteration are unusable, go back one step.
     # ll finite but new params not: keep the params entering this iteration.
-    params = _select(ok, new, _select(ok_ll, state.params, state.prev_params))
-    prev = _select(ok, state.params, state.prev_params)
+    params = select(ok, new, select(ok_ll, state.params, state.prev_params))
+    prev = select(ok, state.params, state.prev_params)
     status = state.status | where(ok, st, int(Status.NONFINITE))
     converged = ok_ll & (jnp.abs(ll - state.ll) < tol)
     return _State(
@@ -130,7 +126,7 @@ def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progr
     if unrolled:
         # A bounded scan (reverse-differentiable): inactive iterations leave the state unchanged.
         def body(s, _):
-            return _select(_active(s, max_iter), step(s)[0], s), None
+            return select(_active(s, max_iter), step(s)[0], s), None
 
         state, _ = jax.lax.scan(jax.checkpoint(body), state, None, length=max_iter)
     elif final_log_likelihood and isinstance(updater, ClosedFormMStep):
@@ -139,7 +135,7 @@ def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progr
             s, final, _ = carry
             active = _active(s, max_iter)
             new, ll = step(s)
-            return _select(active, new, s), where(active, final, ll), ~active
+            return select(active, new, s), where(active, final, ll), ~active
 
         state, final_ll, _ = jax.lax.while_loop(lambda c: ~c[2], body,
                                                 (state, nan, jnp.bool_(False)))

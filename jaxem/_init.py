@@ -76,7 +76,8 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
     # Initial carries that cost no kernel of their own. Any idx will do, as the loop sets every
     # idx[j]: a NumPy constant that is neither a fill nor 0, 1, ... (XLA would turn those into a
     # broadcast or an iota kernel). `closest` starts as w: at j = 0 it only enters discarded values.
-    idx, _ = jax.lax.fori_loop(0, n_clusters, body, (np.arange(n_clusters, 0, -1, dtype=np.int32), w))
+    idx0 = np.arange(n_clusters, 0, -1, dtype=np.int32)
+    idx, _ = jax.lax.fori_loop(0, n_clusters, body, (idx0, w))
     return X[idx], idx
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ._status import Status, flag
-from ._where import where
+from ._where import select, where
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +111,7 @@ class GradientMStep:
             p, s, best, best_f = carry
             value, grad = value_and_grad(p, state=s)
             better = value < best_f  # p is θ_j; keep the best seen (safe mode)
-            best = _select(better, p, best)
+            best = select(better, p, best)
             best_f = where(better, value, best_f)
             updates, s = opt.update(grad, s, p, value=value, grad=grad, value_fn=f)
             return (optax.apply_updates(p, updates), s, best, best_f), value
@@ -122,16 +122,13 @@ class GradientMStep:
         )
         f_old, f_last = values[0], f(last)
         if self.safe:
-            new = _select(f_last < best_f, last, best)
+            new = select(f_last < best_f, last, best)
         else:
             new = last
         tol = 1e3 * jnp.finfo(ll.dtype).eps * (1.0 + jnp.abs(f_old))
         status = flag(f_last > f_old + tol, Status.Q_DECREASED)
         return new, state, ll, status
 
-
-def _select(pred, a, b):
-    return jax.tree_util.tree_map(lambda x, y: where(pred, x, y), a, b)
 
 
 def _has_cached_value(state) -> bool:

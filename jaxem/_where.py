@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["where"]
+__all__ = ["select", "where"]
 
 
 def where(condition, x, y) -> jax.Array:
@@ -29,3 +29,8 @@ def where(condition, x, y) -> jax.Array:
 
     # select_n picks its second case where the predicate is True.
     return jax.lax.select_n(full(condition, jnp.bool_), full(y, dtype), full(x, dtype))
+
+
+def select(condition, a, b):
+    """`where` leaf by leaf over two pytrees ``a`` and ``b`` of the same structure."""
+    return jax.tree_util.tree_map(lambda x, y: where(condition, x, y), a, b)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxem._fit import _all_finite
-from jaxem._where import where
+from jaxem._where import select, where
 
 _rng = np.random.default_rng(0)
 CASES = [
@@ -57,3 +57,13 @@ def test_all_finite_of_huge_finite_values_and_under_vmap():
     batch[1, 7] = np.nan
     np.testing.assert_array_equal(jax.vmap(_all_finite)([batch]), [True, False, True])
     assert bool(_all_finite([np.arange(3)]))  # no floating leaf: nothing can be non-finite
+
+
+def test_select_picks_whole_pytrees():
+    a = {"m": np.ones((2, 3)), "w": np.float32(1.0)}
+    b = {"m": np.zeros((2, 3)), "w": np.float32(0.0)}
+    for pred, want in ((True, a), (False, b)):
+        got = select(jnp.bool_(pred), a, b)
+        for k in a:
+            np.testing.assert_array_equal(got[k], want[k])
+            assert got[k].dtype == want[k].dtype

@@ -20,7 +20,7 @@ from .._chunk import chunked_sum
 from .._init import init_from_responsibilities
 from .._status import Status, flag
 from .._validate import as_data, is_concrete, validate
-from .._where import where
+from .._where import select, where
 from ._base import Mixture, weighted_posterior
 
 
@@ -81,7 +81,7 @@ class ProductMixture(Mixture):
         (nk, sx), ll = chunked_sum(chunk, X, weights, self.chunk_size, self.n_components)
         new, status = self._params_from_stats(nk, sx, params)
         bad = ~jnp.all(self._valid(X) | (weights == 0)[:, None])
-        new = jax.tree_util.tree_map(lambda a, b: where(bad, a, b), params, new)
+        new = select(bad, params, new)
         return new, ll, status | flag(bad, Status.INVALID_INPUT)
 
     def init(self, key, X, weights=None, method: str = "kmeans"):
