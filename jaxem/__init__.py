@@ -16,11 +16,14 @@ from .models import FactorAnalysis as FactorAnalysis
 from .models import FactorAnalysisParams as FactorAnalysisParams
 from .models import GaussianMixture as GaussianMixture
 from .models import GaussianMixtureParams as GaussianMixtureParams
+from .models import GaussianMixtureStatistics as GaussianMixtureStatistics
 from .models import LatentFactorPosterior as LatentFactorPosterior
+from .models import LatentFactorStatistics as LatentFactorStatistics
 from .models import PoissonMixture as PoissonMixture
 from .models import PoissonMixtureParams as PoissonMixtureParams
 from .models import PPCA as PPCA
 from .models import PPCAParams as PPCAParams
+from .models import ProductMixtureStatistics as ProductMixtureStatistics
 
 # issue 7: restarts, progress, model selection (jaxem.sklearn is a submodule, imported on demand)
 from ._batch import batched as batched

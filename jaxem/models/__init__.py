@@ -2,9 +2,12 @@
 
 from .gaussian_mixture import GaussianMixture as GaussianMixture
 from .gaussian_mixture import GaussianMixtureParams as GaussianMixtureParams
+from .gaussian_mixture import GaussianMixtureStatistics as GaussianMixtureStatistics
 
 # Latent-variable families beyond Gaussian mixtures (issue 4).
 from ._linear_gaussian import LatentFactorPosterior as LatentFactorPosterior
+from ._linear_gaussian import LatentFactorStatistics as LatentFactorStatistics
+from ._product_mixture import ProductMixtureStatistics as ProductMixtureStatistics
 from .bernoulli_mixture import BernoulliMixture as BernoulliMixture
 from .bernoulli_mixture import BernoulliMixtureParams as BernoulliMixtureParams
 from .factor_analysis import FactorAnalysis as FactorAnalysis

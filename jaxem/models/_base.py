@@ -91,11 +91,41 @@ class Model:
     def check_data(self, X) -> None:
         """Raise ValueError (outside jit) if X lies outside the family's support; called by `fit`."""
 
+    # --- expected sufficient statistics: the additive unit between E and M ---------------------
+    def sufficient_statistics(self, params, X, weights=None, *, reference=None):
+        """Expected complete-data sufficient statistics at ``params``: an additive pytree (the
+        statistics of a row-concatenation are the sum of the parts'), including the weighted
+        log-likelihood sum and Σw. ``reference``: the point the family's moments are taken about
+        (None: `statistics_reference` of ``params``); parts to be added must share it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no closed-form M-step, so no sufficient statistics; fit it "
+            "with m_step=jaxem.GradientMStep(optimizer).")
+
+    def maximize(self, stats, params, *, reference=None):
+        """The closed-form M-step from `sufficient_statistics` (``params``: those they were taken
+        at, or any with the same structure when ``reference`` is given)."""
+        return self._maximize(stats, params, reference)[0]
+
+    def statistics_reference(self, params):
+        """The point `sufficient_statistics` takes its moments about by default (None: none)."""
+        return None
+
+    def _statistics(self, params, X, weights):
+        """`sufficient_statistics` of checked data about the default reference (fused route)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no closed-form M-step; fit it with "
+            "m_step=jaxem.GradientMStep(optimizer).")
+
+    def _maximize(self, stats, params, reference=None):
+        """``(maximize(stats, params), status)``."""
+        raise NotImplementedError
+
     def em_update(self, params, X, weights):
-        """One EM iteration: returns ``(new_params, log_likelihood_at_params, status)``."""
-        posterior, ll = self.e_step(params, X, weights)
-        new = self.m_step(posterior, X, weights, params=params)
-        return new, ll, jnp.int32(0)
+        """One EM iteration, `maximize` ∘ `sufficient_statistics`: returns ``(new_params,
+        log_likelihood_at_params, status)``."""
+        st = self._statistics(params, X, weights)
+        new, status = self._maximize(st, params)
+        return new, st.log_likelihood.astype(X.dtype), status
 
 
 class Mixture(Model):

@@ -39,13 +39,28 @@ class LatentFactorPosterior(NamedTuple):
     covariance: jax.Array
 
 
-class _Stats(NamedTuple):
-    s0: jax.Array  # ()      Σ w
-    sz: jax.Array  # (q,)    Σ w m
-    szz: jax.Array  # (q, q) Σ w m mᵀ
-    sy: jax.Array  # (D,)    Σ w y
-    syz: jax.Array  # (D, q) Σ w y mᵀ
-    syy: jax.Array  # (D,)   Σ w y²
+class LatentFactorStatistics(NamedTuple):
+    """Expected sufficient statistics of PPCA / factor analysis (additive over rows), with the
+    residuals y_n = x_n - c about a reference point c (by default the mean of the parameters they
+    were computed at) and q(z_n) = N(m_n, Σ):
+
+    Attributes:
+      sum_z: ``(q,)`` Σ_n w_n E[z_n] = Σ w m.
+      sum_zz: ``(q, q)`` Σ_n w_n E[z_n z_nᵀ] = Σ w (Σ + m mᵀ).
+      sum_y: ``(D,)`` Σ_n w_n y_n.
+      sum_yz: ``(D, q)`` Σ_n w_n y_n E[z_n]ᵀ.
+      sum_yy: ``(D,)`` Σ_n w_n y_n² (the diagonal: all the M-step needs).
+      log_likelihood: ``()`` Σ_n w_n log p(x_n | θ).
+      total_weight: ``()`` Σ_n w_n.
+    """
+
+    sum_z: jax.Array
+    sum_zz: jax.Array
+    sum_y: jax.Array
+    sum_yz: jax.Array
+    sum_yy: jax.Array
+    log_likelihood: jax.Array
+    total_weight: jax.Array
 
 
 def _triangular_solve(L, B, transpose=False):
@@ -174,41 +189,36 @@ class LinearGaussian(Model):
         w = jnp.ones(n, S.dtype) if weights is None else jnp.asarray(weights, S.dtype)
         return jnp.sum(w) * h
 
-    # --- M-step ---------------------------------------------------------------------------------
+    # --- statistics and M-step ------------------------------------------------------------------
     @staticmethod
     def _stats(m, y, w):
+        """(Σ w m, Σ w m mᵀ, Σ w y, Σ w y mᵀ, Σ w y²) of one block."""
         mw = m * w[:, None]
-        return _Stats(jnp.sum(w), jnp.sum(mw, 0), mw.T @ m, w @ y, y.T @ mw, w @ (y * y))
+        return jnp.sum(mw, 0), mw.T @ m, w @ y, y.T @ mw, w @ (y * y)
 
-    def _params_from_stats(self, st: _Stats, S, c):
-        """[W, μ - c] = B A⁻¹ (Cholesky solve of the (q+1) x (q+1) system), then the noise."""
-        q = S.shape[0]
-        A = jnp.block([[st.szz + st.s0 * S, st.sz[:, None]], [st.sz[None, :], st.s0[None, None]]])
-        B = jnp.concatenate([st.syz, st.sy[:, None]], axis=1)  # (D, q+1)
-        LA = jnp.linalg.cholesky(A)
-        coef = jax.scipy.linalg.cho_solve((LA, True), B.T).T  # B A⁻¹
-        W, b = coef[:, :q], coef[:, q]
-        psi = (st.syy - jnp.sum(coef * B, 1)) / st.s0
-        # Floor at a tiny fraction of the mean feature variance: keeps Ψ⁻¹ finite when a feature is
-        # (nearly) constant or a factor explains it exactly (a Heywood case).
-        var = st.syy / st.s0 - (st.sy / st.s0) ** 2
-        fi = jnp.finfo(psi.dtype)
-        floor = 10 * fi.eps * jnp.maximum(jnp.mean(var), fi.tiny)
-        psi = jnp.maximum(jnp.mean(psi) if self.isotropic else psi, floor)
-        return self._make(c + b, W, psi)
+    def statistics_reference(self, params):
+        """Default reference point of `sufficient_statistics`: the mean ``(D,)``."""
+        return params.mean
 
-    def m_step(self, posterior, X, weights=None, params=None):
-        """Closed-form maximiser of Q given the posterior (``params`` is not needed)."""
-        X, w = as_data(X, weights)
-        c = (w @ X) / jnp.sum(w)
-        st = self._stats(posterior.mean, X - c, w)
-        return self._params_from_stats(st, posterior.covariance, c)
+    def sufficient_statistics(self, params, X, weights=None, *, reference=None
+                              ) -> LatentFactorStatistics:
+        """Expected sufficient statistics at ``params`` (a `LatentFactorStatistics`) about
+        ``reference`` ``(D,)`` (None: ``params.mean``); additive over rows that share it."""
+        X, w = as_data(X, weights, self.n_features(params))
+        st = self._statistics(params, X, w)
+        if reference is None:
+            return st
+        delta = params.mean - reference  # y' = y + δ
+        n = st.total_weight
+        return st._replace(
+            sum_y=st.sum_y + n * delta, sum_yz=st.sum_yz + delta[:, None] * st.sum_z[None, :],
+            sum_yy=st.sum_yy + 2 * delta * st.sum_y + n * delta * delta)
 
-    def em_update(self, params, X, weights):
-        """Fused E+M step, one streamed pass over the rows: O(N D q), no D x D matrix."""
+    def _statistics(self, params, X, weights) -> LatentFactorStatistics:
+        """One streamed pass over the rows: O(N D q), no D x D matrix."""
         _, _, L = self._factor(params)
         c = self._log_norm(params, L)
-        mu = jax.lax.stop_gradient(params.mean)
+        mu = params.mean
 
         def chunk(x, wc):
             m, yt, u, _ = self._posterior_rows(params, x)
@@ -216,8 +226,42 @@ class LinearGaussian(Model):
             ll = jnp.sum(where(wc > 0, wc * lp, 0.0))
             return self._stats(m, x - mu, wc), ll
 
-        st, ll = chunked_sum(chunk, X, weights, self.chunk_size, X.shape[1])
-        return self._params_from_stats(st, self._posterior_cov(L), mu), ll, jnp.int32(0)
+        (sz, szz, sy, syz, syy), ll = chunked_sum(chunk, X, weights, self.chunk_size, X.shape[1])
+        total = jnp.sum(weights)
+        return LatentFactorStatistics(sz, szz + total * self._posterior_cov(L), sy, syz, syy, ll,
+                                      total)
+
+    def _maximize(self, st: LatentFactorStatistics, params, reference=None):
+        """[W, μ - c] = B A⁻¹ (Cholesky solve of the (q+1) x (q+1) system), then the noise."""
+        c = params.mean if reference is None else reference
+        s0 = st.total_weight
+        A = jnp.block([[st.sum_zz, st.sum_z[:, None]], [st.sum_z[None, :], s0[None, None]]])
+        B = jnp.concatenate([st.sum_yz, st.sum_y[:, None]], axis=1)  # (D, q+1)
+        q = st.sum_zz.shape[0]
+        LA = jnp.linalg.cholesky(A)
+        coef = jax.scipy.linalg.cho_solve((LA, True), B.T).T  # B A⁻¹
+        W, b = coef[:, :q], coef[:, q]
+        psi = (st.sum_yy - jnp.sum(coef * B, 1)) / s0
+        var = st.sum_yy / s0 - (st.sum_y / s0) ** 2
+        psi = self._floor(jnp.mean(psi) if self.isotropic else psi, var)
+        return self._make(c + b, W, psi), jnp.int32(0)
+
+    @staticmethod
+    def _floor(psi, var):
+        """Noise variances floored at 10·eps of the mean feature variance: keeps Ψ⁻¹ finite when a
+        feature is (nearly) constant or a factor explains it exactly (a Heywood case)."""
+        fi = jnp.finfo(psi.dtype)
+        return jnp.maximum(psi, 10 * fi.eps * jnp.maximum(jnp.mean(var), fi.tiny))
+
+    def m_step(self, posterior, X, weights=None, params=None):
+        """Closed-form maximiser of Q given the posterior (``params`` is not needed)."""
+        X, w = as_data(X, weights)
+        c = (w @ X) / jnp.sum(w)
+        sz, szz, sy, syz, syy = self._stats(posterior.mean, X - c, w)
+        total = jnp.sum(w)
+        st = LatentFactorStatistics(sz, szz + total * posterior.covariance, sy, syz, syy,
+                                    jnp.zeros((), X.dtype), total)
+        return self._maximize(st, None, reference=c)[0]
 
     # --- initialisation, projections, sampling --------------------------------------------------
     def _check_rank(self, D):
@@ -231,10 +275,10 @@ class LinearGaussian(Model):
         N, D = X.shape
         self._check_rank(D)
         mu = (w @ X) / jnp.sum(w)
-        var = jnp.maximum((w @ (X - mu) ** 2) / jnp.sum(w), jnp.finfo(X.dtype).tiny)
+        var = (w @ (X - mu) ** 2) / jnp.sum(w)
         scale = jnp.sqrt(jnp.mean(var) / (2.0 * self.n_components))
         W = scale * jax.random.normal(key, (D, self.n_components), X.dtype)
-        psi = 0.5 * var
+        psi = self._floor(0.5 * var, var)  # a constant feature: the floor, not 0
         return self._make(mu, W, jnp.mean(psi) if self.isotropic else psi)
 
     def transform(self, params, X):

@@ -5,6 +5,7 @@ For a mixture of D-dimensional products of one-parameter exponential families wi
 (McLachlan & Peel 2000, §1.6; Bishop 2006, §9.3.3):
   E-step: r_nk = softmax_k ℓ_nk;
   M-step: N_k = Σ_n w_n r_nk,  π_k = N_k / Σ_j N_j,  θ_kd = clip(Σ_n w_n r_nk x_nd / N_k).
+The expected sufficient statistics are N_k and Σ_n w_n r_nk x_n (`ProductMixtureStatistics`).
 Q is concave in each θ_kd, so the clipped mean is the exact maximiser over the clipped box and every
 iteration is still an EM step (the log-likelihood never decreases). N_k carries +10·eps (as in the
 Gaussian mixture) and an (almost) empty component keeps its previous θ_k with
@@ -12,6 +13,8 @@ Gaussian mixture) and an (almost) empty component keeps its previous θ_k with
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +25,24 @@ from .._status import Status, flag
 from .._validate import as_data, is_concrete, validate
 from .._where import select, where
 from ._base import Mixture, weighted_posterior
+
+
+class ProductMixtureStatistics(NamedTuple):
+    """Expected sufficient statistics of a product mixture (additive over rows).
+
+    Attributes:
+      counts: ``(K,)`` N_k = Σ_n w_n r_nk.
+      sum_x: ``(K, D)`` Σ_n w_n r_nk x_n.
+      log_likelihood: ``()`` Σ_n w_n log p(x_n | θ).
+      total_weight: ``()`` Σ_n w_n.
+      n_invalid: ``()`` rows with positive weight outside the family's support (0 for valid data).
+    """
+
+    counts: jax.Array
+    sum_x: jax.Array
+    log_likelihood: jax.Array
+    total_weight: jax.Array
+    n_invalid: jax.Array
 
 
 class ProductMixture(Mixture):
@@ -48,14 +69,42 @@ class ProductMixture(Mixture):
         if is_concrete(X) and not bool(jnp.all(self._valid(X) | ~jnp.isfinite(X))):
             raise ValueError(self._data_message)
 
-    # --- M-step ---------------------------------------------------------------------------------
+    # --- statistics and M-step ------------------------------------------------------------------
+    def sufficient_statistics(self, params, X, weights=None, *, reference=None
+                              ) -> ProductMixtureStatistics:
+        """Expected sufficient statistics at ``params`` (a `ProductMixtureStatistics`), additive
+        over rows (``reference`` is not used: the statistics are first moments)."""
+        X, w = as_data(X, weights, self.n_features(params))
+        return self._statistics(params, X, w)
+
     @staticmethod
     def _stats(rw, x):
         return jnp.sum(rw, 0), rw.T @ x
 
+    def _statistics(self, params, X, weights) -> ProductMixtureStatistics:
+        """One pass streamed over row blocks; rows outside the support with positive weight are
+        counted (``n_invalid``), so that `maximize` refuses them under jit."""
+        lj = self._log_joint_fn(params)
+
+        def chunk(x, wc):
+            rw, ll = weighted_posterior(lj(x), wc)
+            bad = jnp.sum(where(jnp.all(self._valid(x), 1) | (wc == 0), 0.0, 1.0))
+            return self._stats(rw, x), ll, bad
+
+        (nk, sx), ll, bad = chunked_sum(chunk, X, weights, self.chunk_size, self.n_components)
+        return ProductMixtureStatistics(nk, sx, ll, jnp.sum(weights), bad)
+
+    def _maximize(self, st: ProductMixtureStatistics, params, reference=None):
+        """θ_kd = clip(Σ w r x / N_k); data outside the support (``n_invalid > 0``) leaves the
+        parameters unchanged with ``Status.INVALID_INPUT``."""
+        new, status = self._params_from_stats(st.counts, st.sum_x, params)
+        bad = st.n_invalid > 0
+        return select(bad, params, new), status | flag(bad, Status.INVALID_INPUT)
+
     def _params_from_stats(self, nk, sx, prev=None):
         eps = 10 * jnp.finfo(sx.dtype).eps
-        nk_e = nk + eps
+        # N_k floored at 10·eps of the total: invariant under w -> c·w (see GaussianMixture).
+        nk_e = jnp.maximum(nk, jnp.maximum(eps * jnp.sum(nk), jnp.finfo(sx.dtype).tiny))
         weights = nk_e / jnp.sum(nk_e)
         theta = self._clip(sx / nk_e[:, None])
         empty = nk < eps * jnp.sum(nk)
@@ -68,21 +117,6 @@ class ProductMixture(Mixture):
         X, w = as_data(X, weights)
         nk, sx = self._stats(posterior * w[:, None], X)
         return self._params_from_stats(nk, sx, params)[0]
-
-    def em_update(self, params, X, weights):
-        """Fused E+M step streamed over row blocks. Data outside the support (under jit) returns
-        the parameters unchanged with ``Status.INVALID_INPUT``."""
-        lj = self._log_joint_fn(params)
-
-        def chunk(x, wc):
-            rw, ll = weighted_posterior(lj(x), wc)
-            return self._stats(rw, x), ll
-
-        (nk, sx), ll = chunked_sum(chunk, X, weights, self.chunk_size, self.n_components)
-        new, status = self._params_from_stats(nk, sx, params)
-        bad = ~jnp.all(self._valid(X) | (weights == 0)[:, None])
-        new = select(bad, params, new)
-        return new, ll, status | flag(bad, Status.INVALID_INPUT)
 
     def init(self, key, X, weights=None, method: str = "kmeans"):
         """Parameters from ``method`` ("kmeans", "k-means++", "random", "random_from_data")

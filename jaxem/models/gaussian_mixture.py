@@ -9,7 +9,8 @@ un-whitened with L_k: d_k = L_k s_k / N_k, S_k = L_k S_yy,k L_kᵀ, and
   π_k = N_k / Σ_j N_j,  μ_k ← μ_k + d_k,  Σ_k ← S_k / N_k - d_k d_kᵀ + reg_covar · I.
 The residuals are taken about each component's own previous mean, so the moments never cancel
 catastrophically (float32 stays exact to rounding), and the E-step's GEMM output is reused.
-As scikit-learn, N_k carries +10·eps so that an empty component never divides by zero.
+N_k is floored at 10·eps·Σ_j N_j (scikit-learn adds 10·eps, which is not invariant under a
+rescaling of the weights), so that an empty component never divides by zero.
 
 Full covariances in float64 take a faster route ("moments"): with the data centred at
 c = Σ_k π_k μ_k and the features φ(x) = [vech(x xᵀ), x, 1] (T = D(D+1)/2 + D + 1 of them), the
@@ -57,6 +58,28 @@ class _Stats(NamedTuple):
     nk: jax.Array  # (K,)   Σ_n w_n r_nk
     sy: jax.Array  # (K, D) Σ_n w_n r_nk y_nk
     syy: jax.Array  # full (K,D,D) | tied (D,D) | diag/spherical (K,D)
+
+
+class GaussianMixtureStatistics(NamedTuple):
+    """Expected complete-data sufficient statistics of a Gaussian mixture (additive over rows).
+
+    About a reference point ref_k per component (by default the means of the parameters they were
+    computed at; `GaussianMixture.sufficient_statistics`), with r_nk the responsibilities:
+
+    Attributes:
+      counts: ``(K,)`` N_k = Σ_n w_n r_nk.
+      sum_x: ``(K, D)`` Σ_n w_n r_nk (x_n - ref_k).
+      sum_xx: Σ_n w_n r_nk (x_n - ref_k)(x_n - ref_k)ᵀ: full ``(K, D, D)``; tied ``(D, D)``
+        (summed over k); diag and spherical ``(K, D)`` (the diagonal only).
+      log_likelihood: ``()`` Σ_n w_n log p(x_n | θ) at the parameters of the E-step.
+      total_weight: ``()`` Σ_n w_n.
+    """
+
+    counts: jax.Array
+    sum_x: jax.Array
+    sum_xx: jax.Array
+    log_likelihood: jax.Array
+    total_weight: jax.Array
 
 
 class _Geometry(NamedTuple):
@@ -208,7 +231,9 @@ class GaussianMixture(Mixture):
         """
         ct, dtype = self.covariance_type, st.sy.dtype
         eps = 10 * jnp.finfo(dtype).eps
-        nk_e = st.nk + eps
+        # N_k floored at 10·eps of the total (scikit-learn adds 10·eps in absolute terms, which is
+        # not invariant under w -> c·w): exact for every component that is not (almost) empty.
+        nk_e = jnp.maximum(st.nk, jnp.maximum(eps * jnp.sum(st.nk), jnp.finfo(dtype).tiny))
         # A component whose weight is exactly 0 is switched off (padding in model selection): it
         # keeps weight 0. With no exact zero, nk_on == nk_e and the iterates are unchanged.
         on = jnp.ones(st.nk.shape, bool) if prev is None else prev.weights > 0
@@ -270,7 +295,8 @@ class GaussianMixture(Mixture):
                 return jnp.sum(rw, 0), rw.T @ x
 
             nk, sx = chunked_sum_rows(first, (X, R, w), self.chunk_size, width)
-            means = sx / (nk + 10 * jnp.finfo(X.dtype).eps)[:, None]
+            tiny = 10 * jnp.finfo(X.dtype).eps * jnp.sum(nk) + jnp.finfo(X.dtype).tiny
+            means = sx / jnp.maximum(nk, tiny)[:, None]
         # Residuals about the means, in data coordinates (nothing to un-whiten).
         second = lambda x, r, wb: self._stats(rw_of(r, wb), x[:, None, :] - means[None])
         st = chunked_sum_rows(second, (X, R, w), self.chunk_size, width)
@@ -290,15 +316,123 @@ class GaussianMixture(Mixture):
                              "data (with jax_enable_x64) or use statistics='auto'.")
         return self.statistics == "moments"
 
+    # --- expected sufficient statistics (the public unit of EM) and their maximiser -------------
+    def statistics_reference(self, params):
+        """Default reference point of `sufficient_statistics`: the means ``(K, D)``."""
+        return params.means
+
+    def sufficient_statistics(self, params, X, weights=None, *, reference=None
+                              ) -> GaussianMixtureStatistics:
+        """Expected complete-data sufficient statistics at ``params`` (a `GaussianMixtureStatistics`).
+
+        Additive over rows: the statistics of a row-concatenation are the sum of the parts'
+        (``jax.tree_util.tree_map(jnp.add, a, b)``) when the parts share ``reference`` (``(K, D)``;
+        None: ``params.means``, which every part at the same ``params`` shares). Taken about the
+        reference point, they stay accurate in float32 for data far from the origin.
+        `maximize` of them (with the same ``reference``) is one EM iteration.
+        """
+        X, w = as_data(X, weights, self.n_features(params))
+        st = self._statistics(params, X, w)
+        return st if reference is None else self._shift(st, params.means - reference)
+
+    def _shift(self, st: GaussianMixtureStatistics, delta) -> GaussianMixtureStatistics:
+        """The same statistics about ref_k - delta_k instead of ref_k (residuals x - ref + delta):
+        Σ r (x - ref + δ) = s + N δ,  Σ r (x - ref + δ)(·)ᵀ = S + δ sᵀ + s δᵀ + N δ δᵀ."""
+        n, sx, sxx = st.counts, st.sum_x, st.sum_xx
+        if self.covariance_type in ("full", "tied"):
+            outer = lambda a, b: a[:, :, None] * b[:, None, :]
+            dS = outer(delta, sx) + outer(sx, delta) + n[:, None, None] * outer(delta, delta)
+            sxx = sxx + (dS if self.covariance_type == "full" else jnp.sum(dS, 0))
+        else:  # the diagonal only: (K, D)
+            sxx = sxx + 2 * delta * sx + n[:, None] * delta * delta
+        return st._replace(sum_x=sx + n[:, None] * delta, sum_xx=sxx)
+
+    def _maximize(self, st: GaussianMixtureStatistics, params, reference=None):
+        """`maximize` and its status, computed in the statistics' dtype and cast to the params'."""
+        acc = st.sum_x.dtype
+        ref = params.means if reference is None else reference
+        prev = _cast(params, acc)
+        new, status = self._params_from_stats(
+            _Stats(st.counts, st.sum_x, st.sum_xx),
+            self._identity_geometry(jnp.asarray(ref, acc)), prev)
+        return _cast(new, params.means.dtype), status
+
+    def _use_moments(self, dtype) -> bool:
+        if self.statistics == "auto":
+            return self.covariance_type == "full" and jnp.dtype(dtype).itemsize >= 8
+        if self.statistics == "moments" and jnp.dtype(dtype).itemsize < 8:
+            raise ValueError("statistics='moments' loses too many digits in float32; pass float64 "
+                             "data (with jax_enable_x64) or use statistics='auto'.")
+        return self.statistics == "moments"
+
+    # --- expected sufficient statistics (the public unit of EM) and their maximiser -------------
+    def statistics_reference(self, params):
+        """Default reference point of `sufficient_statistics`: the means ``(K, D)``."""
+        return params.means
+
+    def sufficient_statistics(self, params, X, weights=None, *, reference=None
+                              ) -> GaussianMixtureStatistics:
+        """Expected complete-data sufficient statistics at ``params`` (a `GaussianMixtureStatistics`).
+
+        Additive over rows: the statistics of a row-concatenation are the sum of the parts'
+        (``jax.tree_util.tree_map(jnp.add, a, b)``) when the parts share ``reference`` (``(K, D)``;
+        None: ``params.means``, which every part at the same ``params`` shares). Taken about the
+        reference point, they stay accurate in float32 for data far from the origin.
+        `maximize` of them (with the same ``reference``) is one EM iteration.
+        """
+        X, w = as_data(X, weights, self.n_features(params))
+        st = self._statistics(params, X, w)
+        return st if reference is None else self._shift(st, params.means - reference)
+
+    def _shift(self, st: GaussianMixtureStatistics, delta) -> GaussianMixtureStatistics:
+        """The same statistics about ref_k - delta_k instead of ref_k (residuals x - ref + delta):
+        Σ r (x - ref + δ) = s + N δ,  Σ r (x - ref + δ)(·)ᵀ = S + δ sᵀ + s δᵀ + N δ δᵀ."""
+        n, sx, sxx = st.counts, st.sum_x, st.sum_xx
+        if self.covariance_type in ("full", "tied"):
+            outer = lambda a, b: a[:, :, None] * b[:, None, :]
+            dS = outer(delta, sx) + outer(sx, delta) + n[:, None, None] * outer(delta, delta)
+            sxx = sxx + (dS if self.covariance_type == "full" else jnp.sum(dS, 0))
+        else:  # the diagonal only: (K, D)
+            sxx = sxx + 2 * delta * sx + n[:, None] * delta * delta
+        return st._replace(sum_x=sx + n[:, None] * delta, sum_xx=sxx)
+
+    def _maximize(self, st: GaussianMixtureStatistics, params, reference=None):
+        """`maximize` and its status, computed in the statistics' dtype and cast to the params'."""
+        acc = st.sum_x.dtype
+        ref = params.means if reference is None else reference
+        prev = _cast(params, acc)
+        new, status = self._params_from_stats(
+            _Stats(st.counts, st.sum_x, st.sum_xx),
+            self._identity_geometry(jnp.asarray(ref, acc)), prev)
+        return _cast(new, params.means.dtype), status
+
     def em_update(self, params, X, weights):
-        """Fused E+M step streamed over row blocks: the whitened residuals of the E-step are reused
-        for the statistics, so each block costs two GEMM-shaped passes and nothing of size N·K·D
-        is ever alive beyond one block. Full covariances in float64 use the moment route (module
-        docstring): two GEMMs of width T = D(D+1)/2 + D + 1 per block."""
-        if self._use_moments(X.dtype):
-            return self._em_update_moments(params, X, weights)
-        g = self._geometry(params)
+        """One EM iteration: `maximize` ∘ `sufficient_statistics` (returns ``(new_params,
+        log_likelihood_at_params, status)``)."""
+        st = self._statistics(params, X, weights)
+        new, status = self._maximize(st, params)
+        return new, st.log_likelihood.astype(X.dtype), status
+
+    def _use_moments(self, dtype) -> bool:
+        if self.statistics == "auto":
+            return self.covariance_type == "full" and jnp.dtype(dtype).itemsize >= 8
+        if self.statistics == "moments" and jnp.dtype(dtype).itemsize < 8:
+            raise ValueError("statistics='moments' loses too many digits in float32; pass float64 "
+                             "data (with jax_enable_x64) or use statistics='auto'.")
+        return self.statistics == "moments"
+
+    def _statistics(self, params, X, weights) -> GaussianMixtureStatistics:
+        """`sufficient_statistics` (about the means) by a fused pass streamed over row blocks: the
+        whitened residuals of the E-step are reused for the statistics, so each block costs two
+        GEMM-shaped passes and nothing of size N·K·D is ever alive beyond one block; they are
+        un-whitened once at the end (d_k = L_k s_k, S_k = L_k S_yy,k L_kᵀ). Full covariances in
+        float64 use the moment route (module docstring): two GEMMs of width T = D(D+1)/2 + D + 1
+        per block."""
         acc = self._accumulate_dtype(X.dtype)
+        total = jnp.sum(weights.astype(acc))
+        if self._use_moments(X.dtype):
+            return self._statistics_moments(params, X, weights, acc, total)
+        g = self._geometry(params)
 
         def block(x, wb):
             y = self._whiten(g, x)
@@ -306,18 +440,21 @@ class GaussianMixture(Mixture):
             return _cast((self._stats(rw, y), ll), acc)
 
         st, ll = chunked_sum(block, X, weights, self.chunk_size, self._width(X))
-        return self._finish(st, _cast(g, acc), params, ll, X.dtype)
+        L, ct = _cast(g.L, acc), self.covariance_type
+        if ct == "full":
+            sx = jnp.einsum("kde,ke->kd", L, st.sy)
+            sxx = jnp.einsum("kde,kef,kgf->kdg", L, st.syy, L)
+        elif ct == "tied":
+            sx, sxx = st.sy @ L.T, L @ st.syy @ L.T
+        else:
+            scale = L if ct == "diag" else L[:, None]
+            sx, sxx = st.sy * scale, st.syy * scale**2
+        return GaussianMixtureStatistics(st.nk, sx, sxx, ll, total)
 
-    def _finish(self, st: _Stats, g: _Geometry, params, ll, dtype):
-        """The M-step from accumulated statistics (in their dtype), cast back to the data's."""
-        new, status = self._params_from_stats(st, g, _cast(params, st.sy.dtype))
-        return _cast(new, dtype), ll.astype(dtype), status
-
-    def _em_update_moments(self, params, X, weights):
-        """`em_update` by raw moments about c = Σ π_k μ_k: ℓ_nk = const_k - ½ φ(x_n)·a_k and
-        Σ_n w_n r_nk φ(x_n) in one GEMM each; then the M-step of `_params_from_stats` with L = I."""
+    def _statistics_moments(self, params, X, weights, acc, total):
+        """`_statistics` by raw moments about c = Σ π_k μ_k: ℓ_nk = const_k - ½ φ(x_n)·a_k and
+        Σ_n w_n r_nk φ(x_n) in one GEMM each; then shifted to the means (`_shift`)."""
         g = self._geometry(params)
-        acc = self._accumulate_dtype(X.dtype)
         K, D = params.means.shape
         iu, ju = np.triu_indices(D)
         c = params.weights @ params.means
@@ -339,9 +476,8 @@ class GaussianMixture(Mixture):
         T = len(iu)
         sym = np.zeros((D, D), int)
         sym[iu, ju] = sym[ju, iu] = np.arange(T)
-        st = _Stats(M[:, -1], M[:, T:T + D], M[:, sym])  # N_k, Σ r (x - c), Σ r (x - c)(x - c)ᵀ
-        centre = self._identity_geometry(jnp.broadcast_to(c.astype(acc), (K, D)))
-        return self._finish(st, centre, params, ll, X.dtype)
+        st = GaussianMixtureStatistics(M[:, -1], M[:, T:T + D], M[:, sym], ll, total)
+        return self._shift(st, (c - params.means).astype(acc))  # about c -> about the means
 
     def _accumulate_dtype(self, dtype):
         if self.accumulate_dtype is None:
