@@ -188,9 +188,9 @@ def _step_impl(model, reference, state, X, w, gamma, do_m, do_avg):
 
 
 _step_compiled = compiled(_step_impl, static_argnames=("model",))
-_end_epoch_compiled = jax.jit(_end_epoch)
-_result_compiled = jax.jit(_result, static_argnames=("average",))
-_init_compiled = jax.jit(_init_state, static_argnames=("model",))
+_end_epoch_compiled = compiled(_end_epoch)
+_result_compiled = compiled(_result, static_argnames=("average",))
+_init_compiled = compiled(_init_state, static_argnames=("model",))
 
 
 def fit_online(

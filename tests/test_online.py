@@ -52,17 +52,33 @@ def _steps(model, params, batches, **kw):
     return r, seen
 
 
+_JITS = {}
+
+
+def _jit(model, name):
+    """``model.<name>`` jitted once per model (eager op-by-op dispatch compiles every primitive)."""
+    if (model, name) not in _JITS:
+        f = getattr(model, name)
+        _JITS[model, name] = jax.jit(
+            f if name == "em_update" else lambda p, a, r: f(p, a, reference=r))
+    return _JITS[model, name]
+
+
+def _em(model, p, X):
+    return _jit(model, "em_update")(p, jnp.asarray(X), jnp.ones(len(X)))[0]
+
+
 def _reference(model, p0, batches, gammas, warmup=1):
     """Stepwise EM written out: NumPy arithmetic on the per-unit-weight statistics, the family's
     `maximize`, no M-step before batch ``warmup - 1``."""
     r = model.statistics_reference(p0)
     p, s, out = p0, None, []
     for t, X in enumerate(batches):
-        st = model.sufficient_statistics(p, X, reference=r)
+        st = _jit(model, "sufficient_statistics")(p, X, r)
         hat = [np.asarray(a) / float(st.total_weight) for a in st]
         s = hat if s is None else [(1 - gammas[t]) * a + gammas[t] * b for a, b in zip(s, hat)]
         if t >= warmup - 1:
-            p = model.maximize(type(st)(*s), p, reference=r)
+            p = _jit(model, "maximize")(type(st)(*s), p, r)
         out.append(p)
     return out
 
@@ -70,13 +86,14 @@ def _reference(model, p0, batches, gammas, warmup=1):
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_one_batch_of_all_data_with_step_one_is_batch_em(name):
     model, X, p0 = _problem(name)
+    X = X[:B]  # "all the data" (the batch shape of the other tests: nothing new to compile)
     r, seen = _steps(model, p0, [X] * 3, step_size=1.0)
     batch = jaxem.fit(model, p0, X, max_iter=3, tol=0)
     np.testing.assert_allclose(np.asarray(r.trace), np.asarray(batch.trace), rtol=1e-12)
     assert int(r.n_iter) == 3 and int(r.status) == 0 and not bool(r.converged)
     p = p0
-    for got in seen:  # iterate for iterate: θ_t = maximize(statistics(θ_{t-1}))
-        p = model.em_update(p, jnp.asarray(X), jnp.ones(N))[0]
+    for got in seen:  # iterate for iterate: θ_t = maximize(statistics(θ_{t-1})), fit's update
+        p = _em(model, p, X)
         assert_tree_allclose(got, p, rtol=1e-9, atol=1e-11)
     assert_tree_allclose(r.params, batch.params, rtol=1e-9, atol=1e-11)
 
@@ -144,7 +161,7 @@ def test_warmup_averages_batches_at_the_start_before_the_first_m_step():
     for p in seen[:2]:  # no M-step before batch warmup - 1 = 2
         assert_tree_allclose(p, p0, rtol=0, atol=0)
     # Equal batches averaged with γ = 1, 1/2, 1/3: one batch-EM step on their concatenation.
-    one = model.em_update(p0, jnp.asarray(X[: 3 * B]), jnp.ones(3 * B))[0]
+    one = _em(model, p0, X[: 3 * B])
     assert_tree_allclose(seen[2], one, rtol=1e-9, atol=1e-11)
     want = _reference(model, p0, batches, [1.0, 1 / 2, 1 / 3, 0.5, 0.5, 0.5], warmup=3)
     assert_tree_allclose(r.params, want[-1], rtol=1e-9, atol=1e-11)
