@@ -231,7 +231,7 @@ def fit_online(
         (Xs, Ws)``). All ``n_epochs`` passes run inside one `jax.lax.scan`: jittable and vmappable.
       * a Python iterable of batches ``X_b`` or ``(X_b, w_b)`` of any sizes (the first batch's row
         count is the compiled shape; smaller batches, e.g. a ragged last one, are padded with
-        weight-0 rows so nothing recompiles). For ``n_epochs > 1`` pass a re-iterable (a list) or a
+        weight-0 rows so nothing recompiles; a larger batch compiles its own shape once). For ``n_epochs > 1`` pass a re-iterable (a list) or a
         callable returning a fresh iterable per pass (e.g. a generator function reading files); a
         one-shot iterator is refused. Each step is one compiled call; ``callback(t, params)`` (if
         given) is called on the host after every step.
@@ -387,7 +387,8 @@ def _fit_iterable(model, params, batches, gamma_fn, n_epochs, warmup, average, b
         state = _end_epoch_compiled(state, jnp.asarray(tol, dtype))
         if tol > 0 and bool(state.done):
             break
-    return _result_compiled(state, jnp.stack(trace), jnp.asarray(tol, dtype), average=average)
+    trace = np.asarray(jax.device_get(trace), dtype)  # (no concatenation program per length)
+    return _result_compiled(state, trace, jnp.asarray(tol, dtype), average=average)
 
 
 def _half_steps(iterable, n_epochs, epoch, batches):
