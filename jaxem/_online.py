@@ -147,7 +147,7 @@ def _gammas(fn, start, n, warmup, dtype):
     used), the schedule after it."""
     t = np.arange(start, start + n)
     with jax.ensure_compile_time_eval():
-        vals = jax.vmap(lambda t: jnp.asarray(fn(t), dtype))(jnp.asarray(t, dtype))
+        vals = jax.vmap(lambda t: jnp.asarray(fn(t), dtype))(jnp.asarray(t, jnp.int32))
     if is_concrete(vals):
         vals = np.asarray(vals, dtype)
         for ti, g in zip(t, vals):
@@ -242,8 +242,9 @@ def fit_online(
       params: θ_0, e.g. ``model.init`` on a first batch.
       batches: see above.
       weights: ``(T, B)`` weights of stacked batches (None: ones).
-      step_size: γ_t: a float in (0, 1], or a function / optax schedule of the 0-based step t
-        (None: γ_t = (t + 2)^-0.6). Each value used must lie in (0, 1].
+      step_size: γ_t: a float in (0, 1], or a function / optax schedule of the 0-based step t (an
+        int32 array; None: γ_t = (t + 2)^-0.6). Each value used must lie in (0, 1]. Evaluated on
+        the host, before the run (stacked) or at each step (iterable).
       n_epochs: passes over the data (static).
       warmup: batches averaged at θ_0 before the first M-step (>= 1; 1 = M-step after every batch).
       average: return the Polyak-Ruppert average θ̄ = mean of θ_t over the steps t >= ``burn_in``
@@ -359,9 +360,9 @@ def _fit_iterable(model, params, batches, gamma_fn, n_epochs, warmup, average, b
     rows = D = None
     t, trace = 0, []
     start = None if not average else burn_in
-    for epoch, iterable in enumerate(_epochs(batches, n_epochs)):
+    for iterable in _epochs(batches, n_epochs):
         if start is None and average:
-            start = _half_steps(iterable, n_epochs, epoch, batches)
+            start = _half_steps(iterable, n_epochs)
         for batch in iterable:
             X, w = _batch(model, params, batch)
             if state is None:
@@ -385,13 +386,13 @@ def _fit_iterable(model, params, batches, gamma_fn, n_epochs, warmup, average, b
             raise ValueError("batches yielded no batch; pass at least one (B, D) array, or (X_b, "
                              "w_b) pair, per pass.")
         state = _end_epoch_compiled(state, jnp.asarray(tol, dtype))
-        if tol > 0 and bool(state.done):
+        if bool(state.done):  # converged, or a fatal status: the rest would change nothing
             break
     trace = np.asarray(jax.device_get(trace), dtype)  # (no concatenation program per length)
     return _result_compiled(state, trace, jnp.asarray(tol, dtype), average=average)
 
 
-def _half_steps(iterable, n_epochs, epoch, batches):
+def _half_steps(iterable, n_epochs):
     """Default burn-in: half of all the steps, from the first pass's length."""
     try:
         return (len(iterable) * n_epochs) // 2

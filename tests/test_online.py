@@ -143,10 +143,11 @@ def test_step_size_forms_follow_the_recursion():
     # ... which is the recursion with γ_0 = 1 (the first batch initialises s) and γ_t after it.
     want = _reference(model, p0, batches, [1.0] + [0.3] * 5)
     assert_tree_allclose(runs[0].params, want[-1], rtol=1e-9, atol=1e-11)
-    # A decaying optax schedule, evaluated at the 0-based step t; the default (t + 2)^-0.6.
+    # A decaying optax schedule, evaluated at the 0-based step t (an int32); the default
+    # (t + 2)^-0.6.
     sched = optax.polynomial_schedule(0.9, 0.1, power=1.0, transition_steps=6)
     r, seen = _steps(model, p0, batches, step_size=sched)
-    want = _reference(model, p0, batches, [1.0] + [float(sched(t)) for t in range(1, 6)])
+    want = _reference(model, p0, batches, [1.0] + [float(sched(jnp.int32(t))) for t in range(1, 6)])
     for got, w in zip(seen, want):
         assert_tree_allclose(got, w, rtol=1e-9, atol=1e-11)
     r = jaxem.fit_online(model, p0, batches)
