@@ -235,3 +235,14 @@ def test_bad_input_raises():
     for kw in (dict(n_epochs=0), dict(warmup=0), dict(burn_in=-1)):
         with pytest.raises(ValueError, match=list(kw)[0]):
             jaxem.fit_online(model, p0, batches, **kw)
+
+
+def test_an_empty_component_is_reported_and_kept():
+    """A Poisson component with rates 1e4 takes no responsibility for counts ~5: the M-step keeps
+    its rates and reports Status.EMPTY_COMPONENT, as jaxem.fit does."""
+    model, X, p0 = _problem("poisson")
+    p0 = p0._replace(rates=p0.rates.at[2].set(1e4))
+    r = jaxem.fit_online(model, p0, X.reshape(T, B, 2), n_epochs=2)  # a shape compiled above
+    assert int(r.status) == jaxem.Status.EMPTY_COMPONENT
+    np.testing.assert_array_equal(np.asarray(r.params.rates[2]), 1e4)
+    assert float(r.params.weights[2]) < 1e-12
