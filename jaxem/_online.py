@@ -279,6 +279,8 @@ def fit_online(
       Array(40, dtype=int32)
     """
     n_epochs, warmup = _check_counts(n_epochs, warmup, burn_in)
+    if is_concrete(tol) and not float(tol) >= 0:
+        raise ValueError(f"tol must be >= 0 (0: run all n_epochs), got {tol}.")
     gamma_fn = _gamma_fn(step_size)
     if callable(batches) or not _is_stacked(batches):
         if weights is not None:

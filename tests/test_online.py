@@ -232,7 +232,7 @@ def test_bad_input_raises():
         jaxem.fit_online(model, p0, iter(batches), average=True)
     with pytest.raises(ValueError, match=r"weights .* shape \(T, B\)"):
         jaxem.fit_online(model, p0, np.stack(batches), weights=np.ones(B))
-    for kw in (dict(n_epochs=0), dict(warmup=0), dict(burn_in=-1)):
+    for kw in (dict(n_epochs=0), dict(warmup=0), dict(burn_in=-1), dict(tol=-1.0)):
         with pytest.raises(ValueError, match=list(kw)[0]):
             jaxem.fit_online(model, p0, batches, **kw)
 
