@@ -25,7 +25,7 @@ import jaxem
 
 
 def make_data(n, D, K, seed=0, chunk=1_000_000):
-    """A random K-component full-covariance mixture and n float32 samples from it (on the device)."""
+    """A random K-component full-covariance mixture and n float32 samples of it (on the device)."""
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(K, D)) * 1.5  # overlapping components
     A = rng.normal(size=(K, D, D)) * 0.4
@@ -45,8 +45,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     a = ap.parse_args()
     D, K, N, Bsz = 8, 8, a.n, a.batch
-    print(f"N={N:,} D={D} K={K} float32, full covariances; batch EM tol=1e-3; online batch={Bsz:,}, "
-          f"default step size; {jax.devices()[0]}, {os.cpu_count()} cores, "
+    print(f"N={N:,} D={D} K={K} float32, full covariances; batch EM tol=1e-3; "
+          f"online batch={Bsz:,}, default step size; {jax.devices()[0]}, {os.cpu_count()} cores, "
           f"{platform.processor() or platform.machine()}")
     X = jax.block_until_ready(make_data(N, D, K))
     model = jaxem.GaussianMixture(K)
@@ -89,7 +89,7 @@ def main():
     t_scan = time.perf_counter() - t
     ll_scan = float(ll_fn(s.params))
 
-    print("\ncheckpoints (online, iterable path): steps, seconds, mean log-likelihood, gap to batch")
+    print("\ncheckpoints (online, iterable path): steps, seconds, mean log-likelihood, gap")
     for st, el, ll in log["points"]:
         print(f"  {st:6d} {el:8.2f} s {ll:11.5f} {target - ll:+.2e}")
     print(f"\n{'method':<44}{'seconds':>9}{'rows seen':>14}{'ll gap':>11}")

@@ -1,8 +1,8 @@
-"""Online (stepwise) EM: expected sufficient statistics averaged over mini-batches with step sizes γ_t.
+"""Online (stepwise) EM: expected sufficient statistics averaged over mini-batches with steps γ_t.
 
 Cappé & Moulines (2009), "On-line expectation-maximization algorithm for latent data models", JRSS-B
-71(3); Liang & Klein (2009), "Online EM for unsupervised models", NAACL (stepwise EM). With ŝ(B; θ) the
-per-unit-weight expected sufficient statistics of a mini-batch B at θ (`sufficient_statistics`
+71(3); Liang & Klein (2009), "Online EM for unsupervised models", NAACL (stepwise EM). With ŝ(B; θ)
+the per-unit-weight expected sufficient statistics of a mini-batch B at θ (`sufficient_statistics`
 divided by the batch's total weight Σ_{n∈B} w_n),
 
     s_t = (1 - γ_t) s_{t-1} + γ_t ŝ(B_t; θ_{t-1}),     θ_t = maximize(s_t).
@@ -49,8 +49,8 @@ def default_step_size(t):
 
 
 def _init_state(model, params, reference, X, w) -> _State:
-    shapes = jax.eval_shape(
-        lambda p, x, w, r: model.sufficient_statistics(p, x, w, reference=r), params, X, w, reference)
+    stats = lambda p, x, w, r: model.sufficient_statistics(p, x, w, reference=r)
+    shapes = jax.eval_shape(stats, params, X, w, reference)
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     z = jnp.zeros((), X.dtype)
     return _State(jnp.int32(0), params, zeros, params, z, z, z, jnp.asarray(jnp.nan, X.dtype),
@@ -117,7 +117,7 @@ def _result(state: _State, trace, tol, average) -> FitResult:
     return FitResult(params, ll, state.t, state.converged, trace, status)
 
 
-# --- step sizes ------------------------------------------------------------------------------------
+# --- step sizes -----------------------------------------------------------------------------------
 def _gamma_fn(step_size) -> Callable:
     if step_size is None:
         return default_step_size
@@ -137,8 +137,8 @@ def _check_gamma(g, t):
     if not (0.0 < g <= 1.0):  # also False for NaN
         raise ValueError(
             f"step_size must lie in (0, 1], got {g} at step t={t}; use a float in (0, 1] or a "
-            "schedule such as lambda t: (t + 2) ** -0.6 (optax: e.g. optax.polynomial_schedule(1.0, "
-            "0.01, 1.0, n_steps)).")
+            "schedule such as lambda t: (t + 2) ** -0.6 (optax: e.g. "
+            "optax.polynomial_schedule(1.0, 0.01, 1.0, n_steps)).")
 
 
 def _gammas(fn, start, n, warmup, dtype):
@@ -159,7 +159,7 @@ def _gammas(fn, start, n, warmup, dtype):
     return vals, t >= warmup - 1  # (γ_t, an M-step after step t)
 
 
-# --- the two drivers -------------------------------------------------------------------------------
+# --- the two drivers ------------------------------------------------------------------------------
 def _scan_impl(model, params, Xs, Ws, gammas, do_m, do_avg, tol, *, n_epochs, average):
     reference = model.statistics_reference(params)
     T = Xs.shape[0]
@@ -231,10 +231,11 @@ def fit_online(
         (Xs, Ws)``). All ``n_epochs`` passes run inside one `jax.lax.scan`: jittable and vmappable.
       * a Python iterable of batches ``X_b`` or ``(X_b, w_b)`` of any sizes (the first batch's row
         count is the compiled shape; smaller batches, e.g. a ragged last one, are padded with
-        weight-0 rows so nothing recompiles; a larger batch compiles its own shape once). For ``n_epochs > 1`` pass a re-iterable (a list) or a
-        callable returning a fresh iterable per pass (e.g. a generator function reading files); a
-        one-shot iterator is refused. Each step is one compiled call; ``callback(t, params)`` (if
-        given) is called on the host after every step.
+        weight-0 rows so nothing recompiles; a larger batch compiles its own shape once). For
+        ``n_epochs > 1`` pass a re-iterable (a list) or a callable returning a fresh iterable per
+        pass (e.g. a generator function reading files); a one-shot iterator is refused. Each step
+        is one compiled call; ``callback(t, params)`` (if given) is called on the host after every
+        step.
 
     Args:
       model: a closed-form jaxem model (GaussianMixture, PPCA, FactorAnalysis, BernoulliMixture,
@@ -322,7 +323,7 @@ def _is_stacked(batches) -> bool:
 def _stacked_data(model, params, batches, weights):
     if isinstance(batches, tuple):
         if weights is not None:
-            raise ValueError("pass the weights either in batches=(Xs, Ws) or as weights=, not both.")
+            raise ValueError("pass the weights in batches=(Xs, Ws) or as weights=, not both.")
         batches, weights = batches
     if np.ndim(batches) != 3:
         raise ValueError(
