@@ -5,6 +5,8 @@ from ._elbo import elbo as elbo
 from ._fisher import fisher_score as fisher_score
 from ._fit import FitResult as FitResult
 from ._fit import fit as fit
+from ._io import load as load
+from ._io import save as save
 from ._online import fit_online as fit_online
 from ._mixture import MixtureModel as MixtureModel
 from ._mstep import ClosedFormMStep as ClosedFormMStep
