@@ -154,3 +154,13 @@ def test_moment_and_residual_routes_give_the_same_statistics():
     p = moments.init(jax.random.key(2), X)
     assert_tree_allclose(moments.sufficient_statistics(p, X, w),
                          residuals.sufficient_statistics(p, X, w), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["gmm_diag", "ppca", "poisson"])
+def test_score_is_the_weighted_mean_log_likelihood_that_fit_reports(name):
+    model, X, w, p = _problem(name)
+    r = jaxem.fit(model, p, X, weights=w, max_iter=3, tol=0)
+    np.testing.assert_allclose(float(model.score(r.params, X, w)), float(r.log_likelihood),
+                               rtol=1e-12)
+    np.testing.assert_allclose(float(model.score(r.params, X)) * N,
+                               float(model.log_likelihood(r.params, X)), rtol=1e-12)

@@ -73,6 +73,13 @@ class Model:
         lp = self.score_samples(params, X)
         return jnp.sum(where(w > 0, w * lp, 0.0))
 
+    def score(self, params, X, weights=None):
+        """Weighted MEAN log-likelihood per sample, (1/Σw) Σ_n w_n log p(x_n | params): the scale
+        of `FitResult.log_likelihood` and of scikit-learn's ``score`` (`log_likelihood` is the
+        sum)."""
+        X, w = as_data(X, weights, self.n_features(params))
+        return self.log_likelihood(params, X, w) / jnp.sum(w)
+
     def n_parameters(self, params) -> int:
         """Number of free parameters (for `bic` and `aic`)."""
         raise NotImplementedError
