@@ -118,8 +118,49 @@ def check_block_size(block_size) -> int | None:
     return int(block_size)
 
 
-def host_blocks(src: Source, block_size: int, dtype, D: int):
-    """Padded `HostBlock` pieces of at most ``block_size`` rows, shapes checked on the host."""
+def _aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts on an ``align``-byte boundary (so that
+    `jax.device_put` on CPU may use it in place instead of copying it)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+class BufferPool:
+    """A fixed set of reusable padded host buffers ``(X (B, D), w (B,))``.
+
+    Every block goes through one of them, so a pass allocates nothing per block: with a fresh
+    array per block glibc's allocator (its mmap threshold rises after the first frees, so later
+    blocks come from fragmenting heaps) grows the process by tens of MB over millions of rows.
+    A buffer comes back (`put`) once its block's program has finished with it."""
+
+    def __init__(self, size: int, B: int, D: int, dtype):
+        self.free = queue.Queue()
+        for _ in range(size):
+            self.free.put((_aligned_empty((B, D), dtype), _aligned_empty((B,), dtype)))
+
+    def get(self, stop: threading.Event):
+        while not stop.is_set():
+            try:
+                return self.free.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        raise _Stopped
+
+    def put(self, bufs):
+        self.free.put(bufs)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def host_blocks(src: Source, block_size: int, dtype, D: int, pool: BufferPool | None = None,
+                stop: threading.Event | None = None):
+    """Padded `HostBlock` pieces of at most ``block_size`` rows, shapes checked on the host (in
+    buffers of ``pool`` when given, else fresh arrays)."""
     for i, X, w in src.raw_blocks(block_size):
         X = np.asarray(X)
         if X.ndim == 1 and D == 1:
@@ -133,10 +174,14 @@ def host_blocks(src: Source, block_size: int, dtype, D: int):
                                   f"{w.shape}.", i)
         for a in range(0, X.shape[0], block_size):
             n = min(block_size, X.shape[0] - a)
-            Xp = np.zeros((block_size, D), dtype)
+            if pool is None:
+                Xp, wp = np.empty((block_size, D), dtype), np.empty(block_size, dtype)
+            else:
+                Xp, wp = pool.get(stop)
             Xp[:n] = X[a:a + n]  # the read (and cast) of a memmap happens here
-            wp = np.zeros(block_size, dtype)
+            Xp[n:] = 0
             wp[:n] = 1 if w is None else w[a:a + n]
+            wp[n:] = 0
             yield HostBlock(i, Xp, wp, n)
 
 
@@ -148,6 +193,7 @@ class Reader:
     in the consumer. `close` stops the thread (also when the consumer stops early)."""
 
     def __init__(self, make_iter: Callable, depth: int = 2):
+        """``make_iter(stop)``: the iterator to run; ``stop`` is set when the consumer closes."""
         self._q = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(make_iter,), daemon=True)
@@ -164,9 +210,11 @@ class Reader:
 
     def _run(self, make_iter):
         try:
-            for item in make_iter():
+            for item in make_iter(self._stop):
                 if not self._put(item):
                     return
+        except _Stopped:
+            return
         except BaseException as err:  # handed to the consumer
             self._put(("__error__", err))
             return
@@ -230,23 +278,36 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
     """One pass over ``src``: ``carry, flags = step(carry, X_b, w_b)`` per padded block (device
     arrays), flags checked one block behind so the device never waits for the host. ``on_host(b)``
     sees each `HostBlock` (e.g. to sample rows). Returns ``(carry, rows with positive weight)``."""
-    reader = Reader(lambda: host_blocks(src, block_size, dtype, D))
+    depth = 2
+    pool = BufferPool(depth + 4, block_size, D, dtype)
+    reader = Reader(lambda stop: host_blocks(src, block_size, dtype, D, pool, stop), depth)
     msg = getattr(model, "_data_message", None)
-    pending, n_pos, start = None, 0, 0
+    pending, n_pos = None, 0
+
+    def retire(pending):
+        """Block j-1's flags (waiting for its program to finish), then its buffers back."""
+        flags, index, row0, bufs, dev = pending
+        n = _check_flags(flags, index, row0, msg)
+        del dev  # the device arrays (which may alias the buffers) go before the buffers return
+        pool.put(bufs)
+        return n
+
     try:
         for b in reader:
-            carry, flags = step(carry, jax.device_put(b.X), jax.device_put(b.w))
+            dev = (jax.device_put(b.X), jax.device_put(b.w))
+            carry, flags = step(carry, *dev)
             if on_host is not None:
                 on_host(b)
             if pending is not None:
-                n_pos += _check_flags(*pending, msg)
+                n_pos += retire(pending)
             row0 = None if src.callable else b.index * block_size
-            pending = (flags, b.index, row0)
-            start += b.n
             if bar is not None:
                 bar.update(b.n)
+            pending = (flags, b.index, row0, (b.X, b.w), dev)
+            del dev, b
         if pending is not None:
-            n_pos += _check_flags(*pending, msg)
+            n_pos += retire(pending)
+            pending = None
     finally:
         reader.close()
     return carry, n_pos
