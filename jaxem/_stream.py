@@ -125,14 +125,16 @@ def fit_stream(model, params, source, *, weights=None, max_iter: int = 100, tol=
       source: an ``(N, D)`` array-like with ``shape`` and row slicing, read block by block without
         being copied whole (``np.load(path, mmap_mode="r")``, an h5py/zarr dataset, a NumPy array),
         or a callable returning a fresh iterable of blocks ``X_b`` or ``(X_b, w_b)`` of any sizes
-        (called once per pass).
+        (called once per pass, and once more to read the first block's length when
+        ``block_size`` is None). Each block is copied before the next is asked for, so a
+        generator may reuse one buffer.
       weights: ``(N,)`` non-negative weights for an array source (array-like, sliced like it).
       max_iter: maximum number of EM iterations (passes).
       tol: tolerance on the change of the mean log-likelihood; 0 runs ``max_iter`` iterations.
       block_size: rows per block; None: about 2**20 elements for an array source (capped at N),
         the first block's length for a callable source. Larger blocks are split, smaller ones padded
         (a padded block costs a full one: yield blocks of about ``block_size`` rows).
-      progress: show a tqdm bar per pass (rows read, with the last log-likelihood).
+      progress: show a tqdm bar per pass (rows read; the previous pass's log-likelihood).
 
     Returns:
       A `jaxem.FitResult` (NumPy-valued scalars, JAX-array params).
@@ -177,7 +179,8 @@ def fit_stream(model, params, source, *, weights=None, max_iter: int = 100, tol=
 
     try:
         while i < max_iter:
-            acc, comp, n_pos = s.statistics(params, f"EM pass {i + 1}")
+            desc = f"EM pass {i + 1}" + (f" (loglik {ll_prev:.6g})" if i else "")
+            acc, comp, n_pos = s.statistics(params, desc)
             if i == 0 and n_pos < model.n_components:
                 raise ValueError(
                     f"n_components={model.n_components} is larger than the number of rows with "
