@@ -303,3 +303,17 @@ def test_peak_rss_flat_in_n():
 def test_peak_rss_flat_20m_rows():
     small, large = _peak_rss_mb(2_000_000, 20_000_000)  # 160 MB of generated rows
     assert large - small < 16, (small, large)
+
+
+def test_nonfinite_guard_like_fit():
+    # An isolated point captures a component; with reg_covar=0 its covariance becomes singular and
+    # the next E-step's log-likelihood is NaN: both drivers go back to the last finite params.
+    rng = np.random.default_rng(10)
+    X = np.concatenate([rng.normal(size=(500, 2)), [[50.0, 50.0]]])
+    model = jaxem.GaussianMixture(2, covariance_type="full", reg_covar=0.0)
+    p0 = jaxem.GaussianMixtureParams(jnp.array([0.5, 0.5]), jnp.array([[0.0, 0.0], [50.0, 50.0]]),
+                                     jnp.stack([jnp.eye(2), jnp.eye(2)]))
+    r_mem = jaxem.fit(model, p0, X)
+    r_stream = jaxem.fit_stream(model, p0, X, block_size=128)
+    assert int(r_stream.status) == int(jaxem.Status.NONFINITE)
+    _assert_same_fit(r_mem, r_stream)
