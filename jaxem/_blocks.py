@@ -49,6 +49,7 @@ class HostBlock(NamedTuple):
     X: np.ndarray  # (block_size, D), padded with zero rows
     w: np.ndarray  # (block_size,), 0 on the padding
     n: int  # real rows
+    offset: int  # of the piece's first row in the source's block
 
 
 class Source:
@@ -182,7 +183,7 @@ def host_blocks(src: Source, block_size: int, dtype, D: int, pool: BufferPool | 
             Xp[n:] = 0
             wp[:n] = 1 if w is None else w[a:a + n]
             wp[n:] = 0
-            yield HostBlock(i, Xp, wp, n)
+            yield HostBlock(i, Xp, wp, n, a)
 
 
 _END = object()
@@ -252,23 +253,26 @@ def block_flags(model, X, w):
                       first(unsupported), jnp.sum(w > 0).astype(jnp.int32)])
 
 
-def _check_flags(flags, index: int, start: int | None, data_message: str | None) -> int:
-    """Raise `StreamError` naming the block for bad flags; return its rows with positive weight."""
+def _check_flags(flags, index: int, start: int | None, offset: int,
+                 data_message: str | None) -> int:
+    """Raise `StreamError` naming the block for bad flags; return its rows with positive weight.
+    ``start``: the block's first row in an array source (None for a callable source); ``offset``:
+    the piece's first row within the source's block."""
     f = np.asarray(flags)
     where = f"block {index}" + ("" if start is None else f" (rows from {start})")
-    row = lambda r: r if start is None else start + r
+    row = lambda r: (f"row {offset + r} of the block" if start is None
+                     else f"row {start + offset + r}")
     if f[0] >= 0:
-        raise StreamError(f"{where}: X contains NaN or inf (first at row {row(f[0])} of the "
-                          "source); drop or impute it, or give it weight 0 and any finite value.",
-                          index)
+        raise StreamError(f"{where}: X contains NaN or inf (first at {row(f[0])}); drop or "
+                          "impute it, or give it weight 0 and any finite value.", index)
     if f[1] >= 0:
-        raise StreamError(f"{where}: weights contain NaN or inf (row {row(f[1])}); pass finite, "
+        raise StreamError(f"{where}: weights contain NaN or inf ({row(f[1])}); pass finite, "
                           "non-negative weights.", index)
     if f[2] >= 0:
-        raise StreamError(f"{where}: weights must be non-negative (0 marks padding rows); row "
+        raise StreamError(f"{where}: weights must be non-negative (0 marks padding rows); "
                           f"{row(f[2])} is negative.", index)
     if f[3] >= 0:
-        raise StreamError(f"{where}: row {row(f[3])} is outside the family's support: "
+        raise StreamError(f"{where}: {row(f[3])} is outside the family's support: "
                           f"{data_message or 'invalid values'}", index)
     return int(f[4])
 
@@ -286,8 +290,8 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
 
     def retire(pending):
         """Block j-1's flags (waiting for its program to finish), then its buffers back."""
-        flags, index, row0, bufs, dev = pending
-        n = _check_flags(flags, index, row0, msg)
+        flags, index, row0, offset, bufs, dev = pending
+        n = _check_flags(flags, index, row0, offset, msg)
         del dev  # the device arrays (which may alias the buffers) go before the buffers return
         pool.put(bufs)
         return n
@@ -303,7 +307,7 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
             row0 = None if src.callable else b.index * block_size
             if bar is not None:
                 bar.update(b.n)
-            pending = (flags, b.index, row0, (b.X, b.w), dev)
+            pending = (flags, b.index, row0, b.offset, (b.X, b.w), dev)
             del dev, b
         if pending is not None:
             n_pos += retire(pending)

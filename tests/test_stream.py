@@ -108,16 +108,19 @@ def test_bad_block_names_its_index_and_keeps_the_last_complete_pass():
     p0 = model.init(jax.random.key(0), X)
     passes = []
 
-    def blocks():  # block 2 turns bad on the third pass
+    def blocks():  # block 2 turns bad on the third pass (the first call sizes nothing: B given)
         passes.append(1)
         for i, a in enumerate(range(0, N, 400)):
             x = X[a:a + 400].copy()
             if i == 2 and len(passes) == 3:
-                x[5, 1] = np.nan
+                x[300, 1] = np.nan
             yield x
 
-    with pytest.raises(jaxem.StreamError, match=r"block 2: X contains NaN") as info:
-        jaxem.fit_stream(model, p0, blocks, block_size=400)
+    # Blocks of 400 rows in pieces of 256: the row is counted within the source's block.
+    with pytest.raises(jaxem.StreamError,
+                       match=r"block 2: X contains NaN or inf \(first at row 300 of the block\)"
+                       ) as info:
+        jaxem.fit_stream(model, p0, blocks, block_size=256)
     err = info.value
     assert isinstance(err, ValueError) and err.block == 2
     res = err.result
