@@ -14,6 +14,7 @@ only for block i-1's small check flags. Nothing N-sized is ever kept.
 
 from __future__ import annotations
 
+import mmap
 import queue
 import threading
 from typing import Any, Callable, NamedTuple
@@ -81,6 +82,24 @@ class Source:
             if self.n_rows < 1:
                 raise ValueError("source has no rows.")
         self.source, self.weights, self.n_features = source, weights, n_features
+        self._mmap = _mapping(source)
+
+    def release(self, X) -> None:
+        """Unmap the pages of a block just copied from a memory-mapped source (they stay in the
+        page cache): without it the process's file-backed RSS grows to the file's size."""
+        if self._mmap is None or not isinstance(X, np.ndarray) or X.size == 0:
+            return
+        mm, base = self._mmap
+        page = mmap.PAGESIZE
+        start = X.ctypes.data - base
+        end = start + X.nbytes
+        start = -(-start // page) * page  # whole pages inside the block only
+        end = end // page * page
+        if 0 <= start < end <= len(mm):
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                pass
 
     def raw_blocks(self, block_size: int):
         """``(index, X_b, w_b or None)`` as the source gives them (array sources: row slices)."""
@@ -103,6 +122,18 @@ class Source:
         for _, X, _ in self.raw_blocks(1024):
             return np.asarray(X)
         raise ValueError("source yielded no blocks.")
+
+
+def _mapping(source):
+    """``(mmap, its base address)`` behind a C-contiguous `np.memmap` source, else None."""
+    mm = getattr(source, "_mmap", None)
+    if not isinstance(source, np.memmap) or mm is None or not hasattr(mmap, "MADV_DONTNEED") \
+            or not source.flags.c_contiguous:
+        return None
+    try:
+        return mm, np.frombuffer(mm, np.uint8).ctypes.data
+    except (TypeError, ValueError):
+        return None
 
 
 def default_block_size(n_features: int) -> int:
@@ -181,6 +212,7 @@ def host_blocks(src: Source, block_size: int, dtype, D: int, pool: BufferPool | 
                 Xp, wp = pool.get(stop)
             Xp[:n] = X[a:a + n]  # the read (and cast) of a memmap happens here
             Xp[n:] = 0
+            src.release(X[a:a + n])
             wp[:n] = 1 if w is None else w[a:a + n]
             wp[n:] = 0
             yield HostBlock(i, Xp, wp, n, a)
