@@ -125,9 +125,11 @@ class Source:
 
 
 def _mapping(source):
-    """``(mmap, its base address)`` behind a C-contiguous `np.memmap` source, else None."""
+    """``(mmap, its base address)`` behind a C-contiguous, shared `np.memmap` source, else None.
+    (Not a copy-on-write one, mode "c": unmapping its pages would discard the caller's edits.)"""
     mm = getattr(source, "_mmap", None)
     if not isinstance(source, np.memmap) or mm is None or not hasattr(mmap, "MADV_DONTNEED") \
+            or getattr(source, "mode", "c") not in ("r", "r+", "w+") \
             or not source.flags.c_contiguous:
         return None
     try:
