@@ -84,22 +84,32 @@ class Source:
         self.source, self.weights, self.n_features = source, weights, n_features
         self._mmap = _mapping(source)
 
-    def release(self, X) -> None:
-        """Unmap the pages of a block just copied from a memory-mapped source (they stay in the
-        page cache): without it the process's file-backed RSS grows to the file's size."""
+    def _advise(self, X, advice, inner: bool) -> None:
         if self._mmap is None or not isinstance(X, np.ndarray) or X.size == 0:
             return
         mm, base = self._mmap
         page = mmap.PAGESIZE
         start = X.ctypes.data - base
         end = start + X.nbytes
-        start = -(-start // page) * page  # whole pages inside the block only
-        end = end // page * page
+        if inner:  # whole pages inside the rows only
+            start, end = -(-start // page) * page, end // page * page
+        else:
+            start, end = start // page * page, min(-(-end // page) * page, len(mm))
         if 0 <= start < end <= len(mm):
             try:
-                mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+                mm.madvise(advice, start, end - start)
             except (OSError, ValueError):
                 pass
+
+    def prefetch(self, a: int, b: int) -> None:
+        """Ask the kernel to start reading rows a:b of a memory-mapped source (asynchronously)."""
+        if self._mmap is not None and a < self.n_rows:
+            self._advise(self.source[a:b], mmap.MADV_WILLNEED, inner=False)
+
+    def release(self, X) -> None:
+        """Unmap the pages of a block just copied from a memory-mapped source (they stay in the
+        page cache): without it the process's file-backed RSS grows to the file's size."""
+        self._advise(X, mmap.MADV_DONTNEED, inner=True)
 
     def raw_blocks(self, block_size: int):
         """``(index, X_b, w_b or None)`` as the source gives them (array sources: row slices)."""
@@ -114,6 +124,7 @@ class Source:
                     yield i, item, None
         else:
             for i, a in enumerate(range(0, self.n_rows, block_size)):
+                self.prefetch(a + block_size, a + 2 * block_size)  # the next block, read ahead
                 w = None if self.weights is None else self.weights[a:a + block_size]
                 yield i, self.source[a:a + block_size], w
 
