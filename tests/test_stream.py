@@ -87,6 +87,18 @@ def test_generator_of_uneven_weighted_blocks_equals_weighted_fit():
     # weights= with an array source.
     _assert_same_fit(r_mem, jaxem.fit_stream(model, p0, X, weights=w, block_size=B))
 
+    class Dataset:  # h5py/zarr-like: shape and row slicing only; records the rows of each read
+        def __init__(self, a):
+            self.a, self.shape, self.reads = a, a.shape, []
+
+        def __getitem__(self, index):
+            self.reads.append(len(self.a[index]))
+            return self.a[index]
+
+    Xd, wd = Dataset(X), Dataset(w)
+    _assert_same_fit(r_mem, jaxem.fit_stream(model, p0, Xd, weights=wd, block_size=B))
+    assert max(Xd.reads) <= B and max(wd.reads) <= B  # never read whole
+
 
 def test_tol_zero_runs_max_iter_like_fit():
     X = _data("gauss", np.random.default_rng(2))
