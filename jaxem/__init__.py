@@ -35,3 +35,8 @@ from ._select import SelectionResult as SelectionResult
 from ._select import select_n_components as select_n_components
 
 __version__ = "0.1.0"
+
+# issue 14: EM larger than memory
+from ._blocks import StreamError as StreamError
+from ._stream import fit_stream as fit_stream
+from ._stream_init import init_stream as init_stream

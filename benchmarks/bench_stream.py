@@ -1,0 +1,218 @@
+"""EM larger than memory: `jaxem.fit_stream` against Spark MLlib and against the disk.
+
+    python benchmarks/bench_stream.py spark   # vs pyspark.ml GaussianMixture, local[2]
+    python benchmarks/bench_stream.py disk    # a 4 GB float32 .npy in /tmp (deleted after)
+
+spark: N=1M, D=8, K=8, full covariances, the same data for all. Time per iteration measured as
+(fit with 1 + n iterations - fit with 1 iteration) / n with tol=0 (compilation, Spark's setup and
+init excluded); jaxem.fit in memory and fit_stream over the .npy memmap alike (fit_stream's last
+pass, the log-likelihood at the returned params, is counted as an iteration on both sides).
+
+disk: N=62.5M, D=16 float32 (4.0 GB) written to /tmp; GaussianMixture(K=4, diag). Compute per pass
+= in-memory jaxem.fit per iteration on the first 4M rows, scaled by N/4M; read rate = a
+sequential read of the file, cold (its pages dropped from the page cache with
+posix_fadvise(DONTNEED), for this file only) and warm (cached); then one streamed pass cold and
+one warm; the peak anonymous RSS (RssAnon, sampled every 20 ms) and file-backed RSS (RssFile: the
+memmap's pages; fit_stream unmaps each block's pages once copied) are reported.
+"""
+
+import os
+import sys
+import tempfile
+import threading
+import time
+
+import jax
+import numpy as np
+
+import jaxem
+from jaxem._blocks import Source
+from jaxem._stream import _Streamer
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+class PeakRss:
+    """Peak RssAnon / RssFile (MB) of this process while the block runs (sampled)."""
+
+    def __enter__(self):
+        self.anon = self.file = 0
+        self._stop = threading.Event()
+
+        def run():
+            while not self._stop.is_set():
+                self.anon = max(self.anon, _status_kb("RssAnon") / 1024)
+                self.file = max(self.file, _status_kb("RssFile") / 1024)
+                time.sleep(0.02)
+
+        self._t = threading.Thread(target=run, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - t, out
+
+
+def _mixture_data(N, D, K, seed=0, dtype=np.float32, out=None):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(K, D))
+    scales = rng.uniform(0.5, 1.5, size=(K, D))
+    X = np.empty((N, D), dtype) if out is None else out
+    step = 1 << 20
+    for a in range(0, N, step):
+        n = min(step, N - a)
+        z = rng.integers(0, K, n)
+        X[a:a + n] = centers[z] + scales[z] * rng.standard_normal((n, D))
+    return X
+
+
+def per_iteration(run, n=10):
+    """(time of run(1 + n) - time of run(1)) / n, after a warm-up (compile) run."""
+    run(1)
+    t1, _ = _timed(lambda: run(1))
+    tn, _ = _timed(lambda: run(1 + n))
+    return (tn - t1) / n
+
+
+def spark_section(N=1_000_000, D=8, K=8, n=10):
+    from pyspark.ml.clustering import GaussianMixture as SparkGMM
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.sql import SparkSession
+
+    X = _mixture_data(N, D, K)
+    tmp = tempfile.mkdtemp()
+    path = os.path.join(tmp, "X.npy")
+    np.save(path, X)
+    Xm = np.load(path, mmap_mode="r")
+    model = jaxem.GaussianMixture(K, covariance_type="full")
+    p0 = model.init(jax.random.key(0), X[:100_000])
+    rows = []
+    t_fit = per_iteration(lambda m: jaxem.fit(model, p0, X, max_iter=m, tol=0.0), n)
+    rows.append(("jaxem.fit (in memory, float32)", t_fit))
+    t_stream = per_iteration(
+        lambda m: jaxem.fit_stream(model, p0, Xm, max_iter=m, tol=0.0), n)
+    rows.append(("jaxem.fit_stream (.npy memmap, float32)", t_stream))
+
+    for name, t in rows:
+        print(f"  {name}: {1e3 * t:.0f} ms/iter", flush=True)
+    csv = os.path.join(tmp, "X.csv")  # the same rows, as text Spark reads natively
+    np.savetxt(csv, X, delimiter=",", fmt="%.9g")
+    spark = (SparkSession.builder.master("local[2]").appName("bench_stream")
+             .config("spark.driver.memory", "4g").config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    cols = [f"x{j}" for j in range(D)]
+    df = spark.read.csv(csv, schema=", ".join(f"{c} DOUBLE" for c in cols))
+    df = VectorAssembler(inputCols=cols, outputCol="features").transform(df).select("features")
+    df = df.repartition(2).cache()
+    df.count()
+
+    def spark_run(m):
+        t = time.perf_counter()
+        SparkGMM(k=K, maxIter=m, tol=0.0, seed=1).fit(df)
+        return time.perf_counter() - t
+
+    spark_run(1)  # warm-up (JIT of the JVM, caching)
+    t1 = spark_run(1)
+    tn = spark_run(1 + n)
+    t_spark = (tn - t1) / n
+    rows.append(("Spark MLlib GaussianMixture (local[2], float64)", t_spark))
+    spark.stop()
+    os.remove(path)
+    os.remove(csv)
+    print(f"\nN={N:,} D={D} K={K} full covariances, per EM iteration (mean of {n}), 2 cores")
+    print(f"{'':<50}{'ms/iter':>9}{'Spark / this':>14}")
+    for name, t in rows:
+        print(f"{name:<50}{1e3 * t:9.0f}{t_spark / t:14.2f}")
+
+
+def _drop_cache(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _read_rate(path):
+    buf = bytearray(64 << 20)
+    size = os.path.getsize(path)
+    t = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        while f.readinto(buf):
+            pass
+    return size / (time.perf_counter() - t) / 1e9  # GB/s
+
+
+def disk_section(N=62_500_000, D=16, K=4, ct="diag", subset=4_000_000):
+    path = os.path.join(tempfile.gettempdir(), "jaxem_bench_stream.npy")
+    try:
+        t = time.perf_counter()
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(N, D))
+        _mixture_data(N, D, K, out=out)
+        out.flush()
+        del out  # unmapped: its pages can leave the page cache
+        t = time.perf_counter() - t
+        gb = os.path.getsize(path) / 1e9
+        print(f"\nwrote {path}: N={N:,} D={D} float32, {gb:.2f} GB in {t:.0f} s")
+        Xm = np.load(path, mmap_mode="r")
+        model = jaxem.GaussianMixture(K, covariance_type=ct)
+        Xs = np.array(Xm[:subset])
+        p0 = model.init(jax.random.key(0), Xs[:200_000])
+        t_it = per_iteration(lambda m: jaxem.fit(model, p0, Xs, max_iter=m, tol=0.0), 3)
+        compute = t_it * N / subset
+        del Xs
+        _drop_cache(path)
+        cold = _read_rate(path)
+        warm = _read_rate(path)
+        p0 = jax.tree_util.tree_map(jax.numpy.asarray, p0)
+        s = _Streamer(model, p0, Source(Xm), None, False)
+        jax.block_until_ready(s.statistics(p0, "")[:2])  # compile (a warm pass)
+        _drop_cache(path)
+        with PeakRss() as rss:
+            t_cold, _ = _timed(lambda: s.statistics(p0, "")[:2])
+            t_warm, _ = _timed(lambda: s.statistics(p0, "")[:2])
+        rows = [
+            ("in-memory fit, per iteration, scaled to N", compute),
+            (f"sequential read, cold ({cold:.2f} GB/s)", gb / cold),
+            (f"sequential read, warm ({warm:.2f} GB/s)", gb / warm),
+            ("fit_stream pass, cold", t_cold),
+            ("fit_stream pass, warm", t_warm),
+        ]
+        print(f"GaussianMixture(K={K}, {ct}), block_size={s.B:,} rows")
+        print(f"{'':<46}{'s/pass':>8}")
+        for name, t in rows:
+            print(f"{name:<46}{t:8.2f}")
+        for label, t, rate in (("cold", t_cold, cold), ("warm", t_warm, warm)):
+            bound = max(compute, gb / rate)
+            print(f"{label}: fit_stream / max(compute, read) = {t / bound:.2f} (target <= 1.3)")
+        print(f"peak RSS during the two passes: anonymous {rss.anon:.0f} MB, file-backed "
+              f"{rss.file:.0f} MB (the data is {1e3 * gb:.0f} MB)")
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+if __name__ == "__main__":
+    print(f"jax {jax.__version__}, {jax.devices()[0]}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    which = sys.argv[1:] or ["spark", "disk"]
+    if "spark" in which:
+        spark_section()
+    if "disk" in which:
+        disk_section()
