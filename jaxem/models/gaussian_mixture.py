@@ -168,8 +168,8 @@ class GaussianMixture(Mixture):
 
     # --- geometry: everything the E-step needs from the parameters, computed once per iteration ----
     def _geometry(self, params) -> _Geometry:
-        """Cholesky factors L (Σ = L Lᵀ; std-devs for diag/spherical) and P = L⁻ᵀ (one loop of
-        D steps for all K, `cholesky_factors`: no LAPACK call), log|P| and log π."""
+        """Cholesky factors L (Σ = L Lᵀ; std-devs for diag/spherical) and P = L⁻ᵀ (LAPACK, batched
+        over K: `cholesky_factors`), log|P| and log π."""
         cov, ct = params.covariances, self.covariance_type
         if ct in ("full", "tied"):
             # Only the lower triangle is read (the M-step's Σ is symmetric; of a user's Σ the
