@@ -14,6 +14,7 @@ import numpy as np
 
 from ._chunk import chunked_map, chunked_map_sum, chunked_sum_rows
 from ._compile import compiled
+from ._validate import check_init_result
 from ._where import where
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -146,7 +147,9 @@ def init_from_responsibilities(model, key, X, w, method: str = "kmeans"):
     (model, shapes, method), so an eager ``model.init`` compiles once instead of op by op."""
     if method not in INIT_METHODS:
         raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
-    return _init_compiled(model, key, X, w, method=method)
+    params = _init_compiled(model, key, X, w, method=method)
+    check_init_result(params, X)  # eager: non-finite starting params are a ValueError
+    return params
 
 
 def _responsibilities(key, X, w, n_components: int, method: str = "kmeans"):

@@ -146,8 +146,10 @@ class GaussianMixture(Mixture):
         if self.statistics == "moments" and self.covariance_type != "full":
             raise ValueError("statistics='moments' is for covariance_type='full'; use 'auto' or "
                              "'residuals' with other covariance types.")
-        if self.reg_covar < 0:
-            raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar}.")
+        if not (isinstance(self.reg_covar, (int, float, np.integer, np.floating))
+                and math.isfinite(self.reg_covar) and self.reg_covar >= 0):
+            raise ValueError(f"reg_covar must be a finite number >= 0 (in units of X squared; "
+                             f"default 1e-6), got {self.reg_covar!r}.")
 
     # --- shapes ---------------------------------------------------------------------------------
     def n_features(self, params) -> int:
