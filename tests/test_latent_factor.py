@@ -176,3 +176,60 @@ def test_rank_and_sample_count_checks():
         jaxem.PPCA(1).init(jax.random.key(0), X[:1])  # at least 2 rows to estimate a variance
     with pytest.raises(ValueError, match="n_components must be >= 1"):
         jaxem.FactorAnalysis(0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data  # raw: pixels 0, 32 and 39 are constant (0) over all 1797 images
+    return X, np.flatnonzero(X.std(0) == 0), np.flatnonzero(X.std(0) > 0)
+
+
+def _with_constant_columns_removed(model, X, const, keep, tol):
+    """Fit on X and on X without its constant columns; with Ψ_d at its floor and W_d = 0 a
+    constant column decouples: log p(x) = log p(x_keep) + Σ_const log N(0 | 0, ψ_d)."""
+    full, part = _fit(model, X, tol), _fit(model, X[:, keep], tol)
+    psi = np.broadcast_to(np.asarray(full.params.noise_variance), (X.shape[1],))
+    extra = -0.5 * np.sum(np.log(2 * np.pi * psi[const]))
+    return full, part, extra
+
+
+def test_factor_analysis_fits_raw_digits_with_constant_pixels(digits):
+    """Constant pixels used to get noise variance 0 from init (status NONFINITE at iteration 1, with
+    a message about reg_covar, which FA does not have). Now: status 0, the constant pixels decouple
+    (zero loadings, ψ at the floor) and the rest is the fit without them."""
+    X, const, keep = digits
+    assert const.size == 3
+    full, part, extra = _with_constant_columns_removed(jaxem.FactorAnalysis(5), X, const, keep, 1e-6)
+    assert int(full.status) == 0 and int(part.status) == 0, jaxem.describe_status(int(full.status))
+    np.testing.assert_array_equal(np.asarray(full.params.W)[const], 0.0)
+    assert np.all(np.asarray(full.params.noise_variance)[const] > 0)
+    np.testing.assert_allclose(float(full.log_likelihood) - extra, float(part.log_likelihood),
+                               rtol=1e-6)
+
+
+def test_ppca_fits_raw_digits_like_sklearn_pca(digits):
+    from sklearn.decomposition import PCA
+
+    X, _, _ = digits
+    res = _fit(jaxem.PPCA(5), X, 1e-9)
+    assert int(res.status) == 0
+    np.testing.assert_allclose(float(res.log_likelihood), PCA(5).fit(X).score(X), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_factor_analysis_raw_digits_matches_sklearn(digits):
+    """scikit-learn's FactorAnalysis on the non-constant pixels (~30 s: its randomized SVD)."""
+    from sklearn.decomposition import FactorAnalysis as SkFA
+
+    X, const, keep = digits
+    full, _, extra = _with_constant_columns_removed(jaxem.FactorAnalysis(5), X, const, keep, 1e-6)
+    ref = SkFA(5, random_state=0).fit(X[:, keep]).score(X[:, keep])
+    np.testing.assert_allclose(float(full.log_likelihood) - extra, ref, rtol=1e-5)
+
+
+def test_nonfinite_message_names_remedies_per_family():
+    msg = jaxem.describe_status(int(jaxem.Status.NONFINITE))
+    assert "for Gaussian mixtures and HMMs increase reg_covar" in msg  # not a remedy for FA/PPCA
+    assert "rescale X" in msg and "starting parameters" in msg

@@ -104,7 +104,9 @@ class GaussianMixture(Mixture):
     Args:
       n_components: K.
       covariance_type: "full", "diag", "spherical" or "tied" (scikit-learn's meanings and layouts).
-      reg_covar: added to the diagonal of every covariance at each M-step, as scikit-learn does.
+      reg_covar: added to the diagonal of every covariance at each M-step, as scikit-learn does
+        (finite, >= 0, in units of X squared: EM is equivariant under x -> s·x + c only with
+        reg_covar scaled by s², or 0).
       chunk_size: rows per block of the streamed E/M pass (None: automatic).
       accumulate_dtype: dtype in which the per-block statistics are summed and the M-step solved
         (None: the data's). ``jnp.float64`` with float32 data computes the E-step in float32 and
