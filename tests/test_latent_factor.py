@@ -186,13 +186,19 @@ def digits():
     return X, np.flatnonzero(X.std(0) == 0), np.flatnonzero(X.std(0) > 0)
 
 
-def _with_constant_columns_removed(model, X, const, keep, tol):
-    """Fit on X and on X without its constant columns; with Ψ_d at its floor and W_d = 0 a
-    constant column decouples: log p(x) = log p(x_keep) + Σ_const log N(0 | 0, ψ_d)."""
-    full, part = _fit(model, X, tol), _fit(model, X[:, keep], tol)
-    psi = np.broadcast_to(np.asarray(full.params.noise_variance), (X.shape[1],))
-    extra = -0.5 * np.sum(np.log(2 * np.pi * psi[const]))
-    return full, part, extra
+def _with_constant_columns_removed(model, X, const, keep, max_iter=20):
+    """Fit X from ``model.init`` (W_d zeroed on the constant columns) and X without its constant
+    columns from the same start restricted to them, ``max_iter`` iterations each. A constant column
+    decouples exactly (ỹ_d = 0, W_d = 0 after every M-step, ψ_d at its floor):
+    log p(x) = log p(x_keep) + Σ_const log N(0 | 0, ψ_d) at every iteration."""
+    p0 = model.init(jax.random.key(0), X)
+    run = lambda p, x: jaxem.fit(model, p, x, max_iter=max_iter, tol=0.0)
+    raw = jax.jit(run)(p0, X)  # straight from init
+    p0 = p0._replace(W=p0.W.at[const].set(0.0))
+    full = jax.jit(run)(p0, X)
+    part = jax.jit(run)(type(p0)(p0.mean[keep], p0.W[keep], p0.noise_variance[keep]), X[:, keep])
+    psi = np.asarray(full.params.noise_variance)
+    return raw, full, part, -0.5 * np.sum(np.log(2 * np.pi * psi[const]))
 
 
 def test_factor_analysis_fits_raw_digits_with_constant_pixels(digits):
@@ -201,12 +207,15 @@ def test_factor_analysis_fits_raw_digits_with_constant_pixels(digits):
     (zero loadings, ψ at the floor) and the rest is the fit without them."""
     X, const, keep = digits
     assert const.size == 3
-    full, part, extra = _with_constant_columns_removed(jaxem.FactorAnalysis(5), X, const, keep, 1e-6)
-    assert int(full.status) == 0 and int(part.status) == 0, jaxem.describe_status(int(full.status))
-    np.testing.assert_array_equal(np.asarray(full.params.W)[const], 0.0)
-    assert np.all(np.asarray(full.params.noise_variance)[const] > 0)
-    np.testing.assert_allclose(float(full.log_likelihood) - extra, float(part.log_likelihood),
-                               rtol=1e-6)
+    raw, full, part, extra = _with_constant_columns_removed(jaxem.FactorAnalysis(5), X, const, keep)
+    for r in (raw, full, part):
+        assert int(r.status) == 0, jaxem.describe_status(int(r.status))
+    np.testing.assert_array_equal(np.asarray(raw.params.W)[const], 0.0)
+    assert np.all(np.asarray(raw.params.noise_variance)[const] > 0)
+    np.testing.assert_allclose(np.asarray(full.trace) - extra, np.asarray(part.trace), rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(full.params.W)[keep], np.asarray(part.params.W),
+                               rtol=1e-6, atol=1e-9)
+    assert float(raw.log_likelihood) > float(raw.trace[0])
 
 
 def test_ppca_fits_raw_digits_like_sklearn_pca(digits):
@@ -224,7 +233,7 @@ def test_factor_analysis_raw_digits_matches_sklearn(digits):
     from sklearn.decomposition import FactorAnalysis as SkFA
 
     X, const, keep = digits
-    full, _, extra = _with_constant_columns_removed(jaxem.FactorAnalysis(5), X, const, keep, 1e-6)
+    _, full, _, extra = _with_constant_columns_removed(jaxem.FactorAnalysis(5), X, const, keep, 400)
     ref = SkFA(5, random_state=0).fit(X[:, keep]).score(X[:, keep])
     np.testing.assert_allclose(float(full.log_likelihood) - extra, ref, rtol=1e-5)
 
