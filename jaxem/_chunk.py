@@ -54,6 +54,8 @@ def _accumulator(shapes):
     Leaves of one dtype are summed as ONE flat vector: the scan starts from one zero vector and adds
     each block in one fused kernel, where a pytree costs a broadcast and an add kernel per leaf
     (XLA's CPU backend compiles each separately, ~6 ms apiece). Mixed dtypes stay a pytree.
+    Below float64 the flat sum is compensated (Neumaier): the error over B blocks stays ~eps
+    instead of growing like eps·√B.
     """
     leaves, tree = jax.tree_util.tree_flatten(shapes)
     if len({x.dtype for x in leaves}) != 1:
@@ -61,15 +63,29 @@ def _accumulator(shapes):
         return zero, lambda acc, sums: jax.tree_util.tree_map(jnp.add, acc, sums), lambda acc: acc
     sizes = [math.prod(x.shape) for x in leaves]
     ends = np.cumsum(sizes)
+    dtype = leaves[0].dtype
 
-    def add(acc, sums):
-        return acc + jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(sums)])
-
-    def result(acc):
+    def unflatten(flat):
         return jax.tree_util.tree_unflatten(
-            tree, [acc[e - n:e].reshape(x.shape) for x, n, e in zip(leaves, sizes, ends)])
+            tree, [flat[e - n:e].reshape(x.shape) for x, n, e in zip(leaves, sizes, ends)])
 
-    return jnp.zeros(int(ends[-1]), leaves[0].dtype), add, result
+    def flat(sums):
+        return jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(sums)])
+
+    if jnp.dtype(dtype).itemsize >= 8:
+        return jnp.zeros(int(ends[-1]), dtype), lambda acc, sums: acc + flat(sums), unflatten
+
+    # float32 (and narrower): compensated summation (Neumaier 1974) over the blocks, the carry
+    # stacking the running sum and its lost low-order part: one fused elementwise kernel per block.
+    # Without it the error of N=2M float32 rows in ~50 blocks was ~3x that of one block's sum.
+    def add(acc, sums):
+        s, comp = acc[0], acc[1]
+        x = flat(sums)
+        t = s + x
+        lost = where(jnp.abs(s) >= jnp.abs(x), (s - t) + x, (x - t) + s)
+        return jnp.stack([t, comp + lost])
+
+    return jnp.zeros((2, int(ends[-1])), dtype), add, lambda acc: unflatten(acc[0] + acc[1])
 
 
 def _reader(rows: tuple, c: int):

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._adjoint import implicit_params
 from ._compile import compiled
@@ -13,7 +14,8 @@ from ._mstep import ClosedFormMStep
 from ._progress import with_progress
 from ._squarem import Squarem
 from ._status import FATAL, Status, flag
-from ._validate import as_data, device_array, is_concrete, status_of_data, validate
+from ._validate import (as_data, check_params_finite, device_array, is_concrete, status_of_data,
+                        validate)
 from ._where import select, where
 
 
@@ -25,8 +27,11 @@ class FitResult(NamedTuple):
       log_likelihood: weighted mean per-sample log-likelihood at ``params``.
       n_iter: number of EM iterations run (scikit-learn's ``n_iter_``).
       converged: whether |trace[i] - trace[i-1]| < tol was reached.
-      trace: ``(max_iter,)`` mean log-likelihood at the parameters entering iteration i
-        (scikit-learn's ``lower_bounds_``); NaN after the last iteration.
+      trace: ``(min(max_iter, TRACE_CAP),)`` mean log-likelihood at the parameters entering
+        iteration i (scikit-learn's ``lower_bounds_``); NaN after the last iteration. With
+        ``max_iter <= TRACE_CAP`` (4096) ``trace[i]`` is iteration i. Beyond, the memory stays
+        bounded: the first half holds iterations 0 .. TRACE_CAP/2 - 1 and the second half the last
+        TRACE_CAP/2 iterations run, in order (all of them, NaN-padded, if fewer ran).
       status: int code, 0 = ok; see `jaxem.describe_status` and `jaxem.Status`.
     """
 
@@ -36,6 +41,32 @@ class FitResult(NamedTuple):
     converged: jax.Array
     trace: jax.Array
     status: jax.Array
+
+
+# Longest trace kept (see `FitResult.trace`): max_iter=10**8 allocated 0.6 GB for a 6-iteration fit.
+TRACE_CAP = 4096
+
+
+def _trace_slot(i, length: int):
+    """Slot of iteration i in a trace of ``length`` entries: i while i < length; beyond, the
+    second half is a ring of the latest iterations (see `_unroll_trace`)."""
+    if length < TRACE_CAP:
+        return i
+    half = length // 2
+    return where(i < length, i, half + (i - half) % half)
+
+
+def _unroll_trace(trace, n_iter, max_iter: int):
+    """The ring of `_trace_slot` rotated back into chronological order (static no-op unless
+    ``max_iter > TRACE_CAP``)."""
+    if max_iter <= TRACE_CAP:
+        return trace
+    half = trace.shape[-1] // 2
+    tail = trace[half:]
+    # After n > length iterations the oldest kept one sits right after the newest's slot.
+    shift = where(n_iter > trace.shape[-1], (n_iter - half) % half, 0)
+    idx = (np.arange(half) + shift) % half
+    return jnp.concatenate([trace[:half], tail[idx]])
 
 
 class _State(NamedTuple):
@@ -72,11 +103,13 @@ def _init_state(model, updater, params, X, w, max_iter, data_checked=False):
         prev_params=params,
         mstate=updater.init(model, params, X, w),
         ll=jnp.asarray(-jnp.inf, dtype),
-        trace=jnp.full((max_iter,), jnp.nan, dtype),
+        trace=jnp.full((min(max_iter, TRACE_CAP),), jnp.nan, dtype),
         converged=jnp.bool_(False),
-        # Data already checked on the host (an eager call) need no check in the program.
+        # Data (and params) already checked on the host (an eager call) need no check in the
+        # program; under jit non-finite starting params are invalid input.
         status=jnp.int32(0) if data_checked else status_of_data(
-            X, w, getattr(model, "n_components", None)),
+            X, w, getattr(model, "n_components", None))
+        | flag(~_all_finite(params), Status.INVALID_INPUT),
     )
 
 
@@ -104,7 +137,8 @@ def _step(model, updater, X, w, total_w, tol, state: _State):
         prev_params=prev,
         mstate=mstate,
         ll=where(ok_ll, ll, state.ll),
-        trace=state.trace.at[state.i].set(where(ok_ll, ll, jnp.nan)),
+        trace=state.trace.at[_trace_slot(state.i, state.trace.shape[0])].set(
+            where(ok_ll, ll, jnp.nan)),
         converged=converged,
         status=status,
     ), ll
@@ -146,7 +180,8 @@ def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progr
     status = where((status & int(FATAL)) != 0, status & ~int(Status.MAX_ITER_REACHED), status)
     if final_ll is None:
         final_ll = model.log_likelihood(state.params, X, w) / total_w if final_log_likelihood else nan
-    return FitResult(state.params, final_ll, state.i, state.converged, state.trace, status)
+    trace = _unroll_trace(state.trace, state.i, max_iter)
+    return FitResult(state.params, final_ll, state.i, state.converged, trace, status)
 
 
 def fit(
@@ -192,8 +227,9 @@ def fit(
       A `FitResult`.
 
     Raises:
-      ValueError: outside jit, for bad input (non-finite X, negative weights, shape mismatches,
-        more components than rows with positive weight). Under jit these give a non-zero status.
+      ValueError: outside jit, for bad input (non-finite X or params, negative weights, shape
+        mismatches, more components than rows with positive weight). Under jit these give a
+        non-zero status (``Status.INVALID_INPUT``, ``Status.TOO_FEW_SAMPLES``).
 
     Example:
       >>> import jax, jaxem
@@ -205,6 +241,7 @@ def fit(
     """
     X, w = as_data(X, weights, model.n_features(params))
     validate(X, w, model.n_components)
+    check_params_finite(params)
     model.check_data(X)
     if adjoint not in ("implicit", "unrolled"):
         raise ValueError(f"adjoint must be 'implicit' or 'unrolled', got {adjoint!r}.")

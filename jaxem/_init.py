@@ -14,6 +14,7 @@ import numpy as np
 
 from ._chunk import chunked_map, chunked_map_sum, chunked_sum_rows
 from ._compile import compiled
+from ._validate import check_init_result
 from ._where import where
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -22,8 +23,16 @@ INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 _SWEEP_ROWS = 1 << 18
 
 
-def _sq_dists(X, C):
-    """``(N, K)`` squared Euclidean distances, as one matrix product."""
+def _sq_dists(X, C, ref=None):
+    """``(N, K)`` squared Euclidean distances, as one matrix product.
+
+    The expansion ||x||² - 2x·c + ||c||² is taken about ``ref`` (default: the centers' mean),
+    ||x - c||² = ||x - r||² - 2(x - r)·(c - r) + ||c - r||²: about the origin it cancels
+    catastrophically for data far from it (float32 at an offset of 1e4 lost every digit of the
+    clusters' spread), about a point among the data its error is eps·spread². ``x - r`` is formed
+    block by block inside the streamed sweep, never as a copy of X."""
+    r = jnp.mean(C, 0) if ref is None else ref
+    X, C = X - r, C - r
     d = jnp.sum(X * X, 1)[:, None] - 2.0 * X @ C.T + jnp.sum(C * C, 1)[None, :]
     return jnp.maximum(d, 0.0)
 
@@ -97,16 +106,18 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
 
     # One streamed pass per sweep: the labels of the current centers and the weighted sums of the
     # rows per label (no (N, K) distance or one-hot matrix is ever formed).
+    # Distances and sums about the weighted mean (a point among the data): float32 stays exact
+    # to rounding of the clusters' spread wherever the data sit (see `_sq_dists`).
     def sweep(x, wb, C):
-        labels = jnp.argmin(_sq_dists(x, C), axis=1).astype(jnp.int32)
+        labels = jnp.argmin(_sq_dists(x, C, mean), axis=1).astype(jnp.int32)
         R = jax.nn.one_hot(labels, n_clusters, dtype=X.dtype) * wb[:, None]
-        return (R.sum(0), R.T @ x), labels
+        return (R.sum(0), R.T @ (x - mean)), labels
 
     def body(state):
         i, C, labels, _ = state
         (nk, sx), new = chunked_map_sum(lambda x, wb: sweep(x, wb, C), (X, w), None,
                                         n_clusters * X.shape[1])
-        C_new = where(nk[:, None] > 0, sx / where(nk > 0, nk, 1.0)[:, None], C)
+        C_new = where(nk[:, None] > 0, mean + sx / where(nk > 0, nk, 1.0)[:, None], C)
         changed = jnp.max(where(new != labels, 1.0, 0.0)) > 0  # a float max: one kernel
         go_on = changed & (jnp.sum((C_new - C) ** 2) > tol_abs)
         return i + 1, C_new, new, go_on
@@ -136,7 +147,9 @@ def init_from_responsibilities(model, key, X, w, method: str = "kmeans"):
     (model, shapes, method), so an eager ``model.init`` compiles once instead of op by op."""
     if method not in INIT_METHODS:
         raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
-    return _init_compiled(model, key, X, w, method=method)
+    params = _init_compiled(model, key, X, w, method=method)
+    check_init_result(params, X)  # eager: non-finite starting params are a ValueError
+    return params
 
 
 def _responsibilities(key, X, w, n_components: int, method: str = "kmeans"):

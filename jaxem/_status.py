@@ -28,13 +28,18 @@ class Status(enum.IntFlag):
 
 _MESSAGES = {
     Status.INVALID_INPUT: (
-        "invalid input: X or weights contain NaN/inf, or weights are negative; the parameters "
-        "were returned unchanged. Clean the data (drop or impute non-finite rows, use weight 0 "
-        "for padding) and fit again."
+        "invalid input: X or weights contain NaN/inf, weights are negative, or the starting "
+        "parameters are not finite; the parameters were returned unchanged. Clean the data (drop "
+        "or impute non-finite rows, use weight 0 for padding), start from finite parameters, and "
+        "fit again."
     ),
     Status.NONFINITE: (
-        "non-finite values appeared during EM (usually a singular covariance); the last finite "
-        "parameters were returned. Increase reg_covar, rescale X, or use fewer components."
+        "non-finite values appeared during EM (usually a singular covariance, or values beyond "
+        "the dtype's range); the fit stopped and returned the last parameters whose "
+        "log-likelihood was finite, or the starting parameters unchanged if their log-likelihood "
+        "already was not (check them: e.g. covariances must be positive definite). Remedies: "
+        "rescale X (e.g. standardize it) or use float64; for Gaussian mixtures and HMMs increase "
+        "reg_covar or use fewer components; for a GradientMStep lower the learning rate."
     ),
     Status.EMPTY_COMPONENT: (
         "a component lost (almost) all of its mass; its parameters were kept at their previous "

@@ -33,12 +33,17 @@ def device_array(a, dtype=None):
 def as_data(X, weights=None, n_features: int | None = None, name: str = "X"):
     """Check shapes (always: they are static) and cast; returns ``(X, weights)``.
 
-    ``X`` becomes a floating array (float32 unless it already is float64/float32 and x64 is on);
+    ``X`` becomes a floating array (float32 unless it already is float64/float32 and x64 is on;
+    float16 and bfloat16 are computed in float32);
     ``weights`` becomes an array of ``X``'s dtype, ones when None.
     """
     if not isinstance(X, (jax.Array, jax.core.Tracer)):
         X = np.asarray(X)
-    X = device_array(X, None if jnp.issubdtype(X.dtype, jnp.floating) else jnp.result_type(float))
+    # Integers and half precision (float16, bfloat16: eps ~1e-3, max 6.5e4 for float16) are
+    # computed in float32 (or the default float): second moments of half-precision data overflow.
+    half = jnp.issubdtype(X.dtype, jnp.floating) and jnp.dtype(X.dtype).itemsize < 4
+    X = device_array(X, None if jnp.issubdtype(X.dtype, jnp.floating) and not half
+                     else jnp.float32 if half else jnp.result_type(float))
     if X.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {X.shape}; "
@@ -93,12 +98,48 @@ def validate(X, weights, n_components: int | None = None) -> None:
 
 def status_of_data(X, weights, n_components: int | None = None) -> jax.Array:
     """The traced counterpart of `check_values`: an int32 status code."""
-    # max |.| < inf is False for any NaN or inf; unlike all(isfinite(.)) it is a float reduction
-    # that XLA fuses (no N x D boolean temporary).
-    finite = lambda a: jnp.max(jnp.abs(a), initial=0.0) < jnp.inf
-    bad = ~finite(X) | ~finite(weights) | (jnp.min(weights, initial=0.0) < 0)
+    # Σ 0·x is NaN exactly when some x is NaN or ±inf: a fused float sum (no N x D boolean
+    # temporary). Not max |x| < inf: XLA's CPU max reduction drops NaNs (missed for N >= 2048).
+    finite = jnp.isfinite(jnp.sum(X * 0) + jnp.sum(weights * 0))
+    bad = ~finite | (jnp.min(weights, initial=0.0) < 0)
     code = flag(bad, Status.INVALID_INPUT)
     if n_components is not None:
         n_pos = jnp.sum(where(weights > 0, 1.0, 0.0), dtype=X.dtype)
         code = code | flag(n_pos < n_components, Status.TOO_FEW_SAMPLES)
     return code
+
+
+def _inexact_leaves(tree):
+    return [l for l in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(jnp.result_type(l), jnp.inexact)]
+
+
+def check_params_finite(params, name: str = "params") -> None:
+    """Raise `ValueError` if a floating-point leaf of concrete ``params`` is NaN or ±inf (no-op under
+    tracing: `jaxem.fit` then reports ``Status.INVALID_INPUT``)."""
+    leaves = _inexact_leaves(params)
+    if not leaves or not is_concrete(leaves):
+        return
+    fields = getattr(params, "_fields", None)
+    bad = [i for i, l in enumerate(leaves) if not np.all(np.isfinite(np.asarray(l)))]
+    if bad:
+        where_ = (f" (field {fields[bad[0]]!r})" if fields and len(fields) == len(leaves) else "")
+        raise ValueError(
+            f"{name} contain NaN or inf{where_}; start from finite parameters, e.g. those of "
+            "model.init(key, X).")
+
+
+def check_init_result(params, X) -> None:
+    """Raise `ValueError` if ``model.init`` on concrete data produced non-finite parameters: X is
+    finite (checked before), so its scale overflowed (or underflowed) the dtype."""
+    leaves = _inexact_leaves(params)
+    if not leaves or not is_concrete(leaves):
+        return
+    if all(np.all(np.isfinite(np.asarray(l))) for l in leaves):
+        return
+    dtype = jnp.result_type(X)
+    big = float(np.max(np.abs(np.asarray(X)))) if np.size(X) else 0.0
+    raise ValueError(
+        f"model.init gave non-finite parameters: X's scale (max |x| = {big:.3g}) is beyond what "
+        f"{dtype.name} holds in second moments (x² up to {float(jnp.finfo(dtype).max):.3g}); "
+        "rescale X (e.g. standardize it), or pass float64 data with jax_enable_x64.")

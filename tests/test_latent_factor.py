@@ -176,3 +176,69 @@ def test_rank_and_sample_count_checks():
         jaxem.PPCA(1).init(jax.random.key(0), X[:1])  # at least 2 rows to estimate a variance
     with pytest.raises(ValueError, match="n_components must be >= 1"):
         jaxem.FactorAnalysis(0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data  # raw: pixels 0, 32 and 39 are constant (0) over all 1797 images
+    return X, np.flatnonzero(X.std(0) == 0), np.flatnonzero(X.std(0) > 0)
+
+
+def _with_constant_columns_removed(model, X, const, keep, max_iter=20):
+    """Fit X from ``model.init`` (W_d zeroed on the constant columns) and X without its constant
+    columns from the same start restricted to them, ``max_iter`` iterations each. A constant column
+    decouples exactly (ỹ_d = 0, W_d = 0 after every M-step, ψ_d at its floor):
+    log p(x) = log p(x_keep) + Σ_const log N(0 | 0, ψ_d) at every iteration."""
+    p0 = model.init(jax.random.key(0), X)
+    run = lambda p, x: jaxem.fit(model, p, x, max_iter=max_iter, tol=0.0)
+    raw = jax.jit(run)(p0, X)  # straight from init
+    p0 = p0._replace(W=p0.W.at[const].set(0.0))
+    full = jax.jit(run)(p0, X)
+    part = jax.jit(run)(type(p0)(p0.mean[keep], p0.W[keep], p0.noise_variance[keep]), X[:, keep])
+    psi = np.asarray(full.params.noise_variance)
+    return raw, full, part, -0.5 * np.sum(np.log(2 * np.pi * psi[const]))
+
+
+def test_factor_analysis_fits_raw_digits_with_constant_pixels(digits):
+    """Constant pixels used to get noise variance 0 from init (status NONFINITE at iteration 1, with
+    a message about reg_covar, which FA does not have). Now: status 0, the constant pixels decouple
+    (zero loadings, ψ at the floor) and the rest is the fit without them."""
+    X, const, keep = digits
+    assert const.size == 3
+    raw, full, part, extra = _with_constant_columns_removed(jaxem.FactorAnalysis(5), X, const, keep)
+    for r in (raw, full, part):
+        assert int(r.status) == 0, jaxem.describe_status(int(r.status))
+    np.testing.assert_array_equal(np.asarray(raw.params.W)[const], 0.0)
+    assert np.all(np.asarray(raw.params.noise_variance)[const] > 0)
+    np.testing.assert_allclose(np.asarray(full.trace) - extra, np.asarray(part.trace), rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(full.params.W)[keep], np.asarray(part.params.W),
+                               rtol=1e-6, atol=1e-9)
+    assert float(raw.log_likelihood) > float(raw.trace[0])
+
+
+def test_ppca_fits_raw_digits_like_sklearn_pca(digits):
+    from sklearn.decomposition import PCA
+
+    X, _, _ = digits
+    res = _fit(jaxem.PPCA(5), X, 1e-9)
+    assert int(res.status) == 0
+    np.testing.assert_allclose(float(res.log_likelihood), PCA(5).fit(X).score(X), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_factor_analysis_raw_digits_matches_sklearn(digits):
+    """scikit-learn's FactorAnalysis on the non-constant pixels (~30 s: its randomized SVD)."""
+    from sklearn.decomposition import FactorAnalysis as SkFA
+
+    X, const, keep = digits
+    _, full, _, extra = _with_constant_columns_removed(jaxem.FactorAnalysis(5), X, const, keep, 400)
+    ref = SkFA(5, random_state=0).fit(X[:, keep]).score(X[:, keep])
+    np.testing.assert_allclose(float(full.log_likelihood) - extra, ref, rtol=1e-5)
+
+
+def test_nonfinite_message_names_remedies_per_family():
+    msg = jaxem.describe_status(int(jaxem.Status.NONFINITE))
+    assert "for Gaussian mixtures and HMMs increase reg_covar" in msg  # not a remedy for FA/PPCA
+    assert "rescale X" in msg and "starting parameters" in msg

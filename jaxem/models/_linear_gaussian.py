@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from .._chunk import chunked_map, chunked_sum
-from .._validate import as_data, validate
+from .._validate import as_data, check_init_result, validate
 from .._where import where
 from ._base import Model
 
@@ -279,7 +279,9 @@ class LinearGaussian(Model):
         scale = jnp.sqrt(jnp.mean(var) / (2.0 * self.n_components))
         W = scale * jax.random.normal(key, (D, self.n_components), X.dtype)
         psi = self._floor(0.5 * var, var)  # a constant feature: the floor, not 0
-        return self._make(mu, W, jnp.mean(psi) if self.isotropic else psi)
+        params = self._make(mu, W, jnp.mean(psi) if self.isotropic else psi)
+        check_init_result(params, X)  # eager: X's scale overflowed the dtype -> ValueError
+        return params
 
     def transform(self, params, X):
         """``(N, q)`` posterior means E[z_n | x_n] = G⁻¹ W̃ᵀ Ψ^{-1/2} (x_n - μ)."""

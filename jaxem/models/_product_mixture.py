@@ -7,9 +7,9 @@ For a mixture of D-dimensional products of one-parameter exponential families wi
   M-step: N_k = Σ_n w_n r_nk,  π_k = N_k / Σ_j N_j,  θ_kd = clip(Σ_n w_n r_nk x_nd / N_k).
 The expected sufficient statistics are N_k and Σ_n w_n r_nk x_n (`ProductMixtureStatistics`).
 Q is concave in each θ_kd, so the clipped mean is the exact maximiser over the clipped box and every
-iteration is still an EM step (the log-likelihood never decreases). N_k carries +10·eps (as in the
-Gaussian mixture) and an (almost) empty component keeps its previous θ_k with
-``Status.EMPTY_COMPONENT``.
+iteration is still an EM step (the log-likelihood never decreases). N_k is floored at
+10·eps·Σ_j N_j (as in the Gaussian mixture: invariant under w -> c·w) and an (almost) empty
+component keeps its previous θ_k with ``Status.EMPTY_COMPONENT``.
 """
 
 from __future__ import annotations

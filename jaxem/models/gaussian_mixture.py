@@ -104,7 +104,9 @@ class GaussianMixture(Mixture):
     Args:
       n_components: K.
       covariance_type: "full", "diag", "spherical" or "tied" (scikit-learn's meanings and layouts).
-      reg_covar: added to the diagonal of every covariance at each M-step, as scikit-learn does.
+      reg_covar: added to the diagonal of every covariance at each M-step, as scikit-learn does
+        (finite, >= 0, in units of X squared: EM is equivariant under x -> s·x + c only with
+        reg_covar scaled by s², or 0).
       chunk_size: rows per block of the streamed E/M pass (None: automatic).
       accumulate_dtype: dtype in which the per-block statistics are summed and the M-step solved
         (None: the data's). ``jnp.float64`` with float32 data computes the E-step in float32 and
@@ -146,8 +148,10 @@ class GaussianMixture(Mixture):
         if self.statistics == "moments" and self.covariance_type != "full":
             raise ValueError("statistics='moments' is for covariance_type='full'; use 'auto' or "
                              "'residuals' with other covariance types.")
-        if self.reg_covar < 0:
-            raise ValueError(f"reg_covar must be non-negative, got {self.reg_covar}.")
+        if not (isinstance(self.reg_covar, (int, float, np.integer, np.floating))
+                and math.isfinite(self.reg_covar) and self.reg_covar >= 0):
+            raise ValueError(f"reg_covar must be a finite number >= 0 (in units of X squared; "
+                             f"default 1e-6), got {self.reg_covar!r}.")
 
     # --- shapes ---------------------------------------------------------------------------------
     def n_features(self, params) -> int:
@@ -168,8 +172,8 @@ class GaussianMixture(Mixture):
 
     # --- geometry: everything the E-step needs from the parameters, computed once per iteration ----
     def _geometry(self, params) -> _Geometry:
-        """Cholesky factors L (Σ = L Lᵀ; std-devs for diag/spherical) and P = L⁻ᵀ (one loop of
-        D steps for all K, `cholesky_factors`: no LAPACK call), log|P| and log π."""
+        """Cholesky factors L (Σ = L Lᵀ; std-devs for diag/spherical) and P = L⁻ᵀ (LAPACK, batched
+        over K: `cholesky_factors`), log|P| and log π."""
         cov, ct = params.covariances, self.covariance_type
         if ct in ("full", "tied"):
             # Only the lower triangle is read (the M-step's Σ is symmetric; of a user's Σ the
