@@ -6,7 +6,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from . import _shard
 from ._adjoint import implicit_params
 from ._compile import compiled
 from ._mstep import ClosedFormMStep
@@ -203,9 +205,11 @@ def fit(
     if int(max_iter) < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
     updater = ClosedFormMStep() if m_step is None else m_step
-    tol = device_array(tol, X.dtype)
+    rows = _shard.row_sharding(X)  # X split by rows over devices: a data-parallel program
+    tol = device_array(tol, X.dtype) if rows is None or not is_concrete(X) else np.asarray(
+        tol, X.dtype)
     static = dict(max_iter=int(max_iter), updater=updater, adjoint=adjoint, progress=bool(progress),
-                  data_checked=is_concrete(X, w))  # `validate` raised for bad concrete data
+                  data_checked=is_concrete(X, w), rows=rows)  # `validate` raised for bad data
     if _hashable(model) and _hashable(updater):
         return _fit_compiled(model, params, X, w, tol, **static)
     return _fit_impl(model, params, X, w, tol, **static)  # unhashable user objects: no cache
@@ -219,7 +223,15 @@ def _hashable(x) -> bool:
         return False
 
 
-def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked):
+def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked,
+              rows=None):
+    # Rows split over devices: every streamed row reduction traced below is data-parallel.
+    with _shard.sharded_rows(rows):
+        return _fit_rows(model, params, X, w, tol, max_iter=max_iter, updater=updater,
+                         adjoint=adjoint, progress=progress, data_checked=data_checked)
+
+
+def _fit_rows(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked):
     kw = dict(max_iter=max_iter, tol=tol, updater=updater, progress=progress,
               data_checked=data_checked)
     if adjoint == "unrolled":
@@ -256,4 +268,4 @@ def _mean_log_likelihood(model, theta, X, w, value=None):
 # every eager call of `fit` would compile the loop again.)
 _fit_compiled = compiled(_fit_impl,
                          static_argnames=("model", "max_iter", "updater", "adjoint", "progress",
-                                          "data_checked"))
+                                          "data_checked", "rows"))

@@ -55,11 +55,52 @@ def as_data(X, weights=None, n_features: int | None = None, name: str = "X"):
         raise ValueError(
             f"weights must have shape (n_samples,) = ({X.shape[0]},), got {np.shape(weights)}."
         )
-    return X, device_array(weights, X.dtype)
+    if not isinstance(weights, (jax.Array, jax.core.Tracer)):
+        weights = np.asarray(weights, X.dtype)
+    # X split by rows over devices (or processes): the weights split the same way.
+    from ._shard import place_like_rows
+
+    return X, device_array(place_like_rows(X, weights), X.dtype)
+
+
+def _on_one_device(a) -> bool:
+    return not isinstance(a, jax.Array) or len(a.sharding.device_set) == 1
+
+
+def _summary(X, w):
+    """(X all finite, w all finite, min w, rows with w > 0) as one small reduction on the devices
+    that hold X: nothing of X is copied to the host (nor needs to be addressable here)."""
+    finite = lambda a: jnp.max(jnp.abs(a), initial=0.0) < jnp.inf
+    return (finite(X), finite(w), jnp.min(jnp.where(jnp.isnan(w), 0.0, w), initial=0.0),
+            jnp.sum(jnp.where(w > 0, 1.0, 0.0)))
+
+
+_summary_jit = jax.jit(_summary)
+
+
+def _check_distributed(X, weights, n_components) -> None:
+    """`check_values` for X split over several devices or processes (a jitted reduction)."""
+    x_ok, w_ok, w_min, n_pos = (np.asarray(v) for v in _summary_jit(X, weights))
+    if not x_ok:
+        raise ValueError(
+            "X contains NaN or inf; drop or impute those rows, or give them weight 0 and replace "
+            "them with any finite value.")
+    if not w_ok:
+        raise ValueError("weights contain NaN or inf; pass finite, non-negative weights.")
+    if w_min < 0:
+        raise ValueError(
+            f"weights must be non-negative (0 marks padding rows); got a minimum of {w_min}.")
+    if n_components is not None and n_components > int(n_pos):
+        raise ValueError(
+            f"n_components={n_components} is larger than the number of rows with positive "
+            f"weight ({int(n_pos)}); use n_components <= {int(n_pos)} or pass more data.")
 
 
 def check_values(X, weights, n_components: int | None = None) -> None:
-    """Raise `ValueError` for bad values. Only call on concrete (non-traced) arrays."""
+    """Raise `ValueError` for bad values. Only call on concrete (non-traced) arrays. Arrays split
+    over several devices or processes are checked where they live (no host copy)."""
+    if not (_on_one_device(X) and _on_one_device(weights)):
+        return _check_distributed(X, weights, n_components)
     Xn = np.asarray(X)
     wn = np.asarray(weights)
     # Row blocks: no N x D boolean temporary for a large X.
