@@ -208,6 +208,8 @@ def fit(
     rows = _shard.row_sharding(X)  # X split by rows over devices: a data-parallel program
     tol = device_array(tol, X.dtype) if rows is None or not is_concrete(X) else np.asarray(
         tol, X.dtype)
+    if rows is not None and is_concrete(X, params):  # parameters on one device: on X's mesh
+        params = _shard.replicate_on(rows, params)
     static = dict(max_iter=int(max_iter), updater=updater, adjoint=adjoint, progress=bool(progress),
                   data_checked=is_concrete(X, w), rows=rows)  # `validate` raised for bad data
     if _hashable(model) and _hashable(updater):
@@ -226,9 +228,9 @@ def _hashable(x) -> bool:
 def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked,
               rows=None):
     # Rows split over devices: every streamed row reduction traced below is data-parallel.
-    with _shard.sharded_rows(rows):
-        return _fit_rows(model, params, X, w, tol, max_iter=max_iter, updater=updater,
-                         adjoint=adjoint, progress=progress, data_checked=data_checked)
+    return _shard.traced(rows, lambda params, X, w, tol: _fit_rows(
+        model, params, X, w, tol, max_iter=max_iter, updater=updater, adjoint=adjoint,
+        progress=progress, data_checked=data_checked), params, X, w, tol)
 
 
 def _fit_rows(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked):

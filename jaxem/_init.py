@@ -43,7 +43,9 @@ def _draw(u, mass):
 def _draw_rows(u, mass):
     """`_draw`, two-level when the rows are split over devices (`jaxem._shard.draw_rows`)."""
     rows = _shard.current()
-    return _shard.draw_rows(rows, u, mass) if _shard.applies(rows, mass.shape[0]) else _draw(u, mass)
+    if _shard.applies(rows, mass.shape[0]):
+        return _shard.draw_rows(rows, u, mass)
+    return _draw(u, mass)
 
 
 def _take(X, idx):
@@ -142,8 +144,8 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
 # k-means loops on every call (their closures are new each time). Inlined under a caller's jit.
 @compiled(static_argnames=("model", "method", "rows"))
 def _init_compiled(model, key, X, w, method: str, rows=None):
-    with _shard.sharded_rows(rows):  # rows split over devices: data-parallel passes
-        return _init_rows(model, key, X, w, method)
+    # rows split over devices: data-parallel passes
+    return _shard.traced(rows, lambda key, X, w: _init_rows(model, key, X, w, method), key, X, w)
 
 
 def _init_rows(model, key, X, w, method: str):

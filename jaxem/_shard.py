@@ -112,6 +112,32 @@ def sharded_rows(rows: Rows | None):
         _state.rows = prev
 
 
+def traced(rows: Rows | None, fn: Callable, *args):
+    """``fn(*args)`` traced with the row-aligned arrays split as ``rows`` (`sharded_rows`).
+
+    On a mesh with `jax.sharding.AxisType.Explicit` axes, ``fn`` runs in auto mode
+    (`jax.sharding.auto_axes`, outputs replicated): jaxem's programs mix row-split and replicated
+    arrays freely, which explicit sharding types would refuse, and the data-parallel parts are
+    `jax.shard_map` s with their own specs either way."""
+    if rows is None:
+        return fn(*args)
+    mesh = getattr(rows.mesh, "abstract_mesh", rows.mesh)
+    explicit = [a for a, t in zip(mesh.axis_names, mesh.axis_types)
+                if t == jax.sharding.AxisType.Explicit]
+    if not explicit:
+        with sharded_rows(rows):
+            return fn(*args)
+    auto = rows._replace(mesh=mesh.update_axis_types(
+        {a: jax.sharding.AxisType.Auto for a in explicit}))
+
+    def inner(*a):
+        with sharded_rows(auto):
+            return fn(*a)
+
+    with jax.sharding.use_abstract_mesh(mesh):
+        return jax.sharding.auto_axes(inner, axes=tuple(explicit), out_sharding=P())(*args)
+
+
 def applies(rows: Rows | None, n: int) -> bool:
     return rows is not None and n % rows.size == 0
 
@@ -249,3 +275,23 @@ def place_like_rows(X, w):
         return jax.device_put(w, target)
     w = np.asarray(w)
     return jax.make_array_from_callback(w.shape, target, lambda index: w[index])
+
+
+def replicate_on(rows: Rows, tree):
+    """Leaves of ``tree`` committed to devices outside ``rows``' mesh (e.g. parameters computed on
+    one local device) copied to every device of the mesh, so that they can meet the data in one
+    program (across processes too: every process passes the same values)."""
+    devices = set(rows.mesh.devices.flat)
+    target = NamedSharding(rows.mesh, P())
+
+    def put(x):
+        if not isinstance(x, jax.Array) or not x.committed or x.sharding.device_set == devices:
+            return x
+        if not x.is_fully_addressable:
+            return x  # a global array on another mesh: left to jit to report
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, tree)
