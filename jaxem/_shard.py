@@ -239,7 +239,7 @@ def take_rows(rows: Rows, X, idx):
 
 def draw_rows(rows: Rows, u, mass):
     """Row indices drawn ∝ ``mass`` (N,) at uniforms ``u`` (t,) by inverting the cumulative mass,
-    two-level: the devices' total masses are all-gathered (P numbers), each device inverts its
+    two-level: the devices' total masses are all-reduced (P numbers), each device inverts its
     own part of the CDF, and a ``pmin`` picks the first row found. The same rows as one inversion
     over all N (up to the rounding of the cumulative sums); the last row always qualifies."""
     P_ = rows.size
@@ -248,7 +248,8 @@ def draw_rows(rows: Rows, u, mass):
         n = m.shape[0]
         me = _shard_index(rows)
         cdf = jnp.cumsum(m)
-        totals = jax.lax.all_gather(cdf[-1], rows.axes, tiled=False).reshape(P_)
+        # every device's total mass: P numbers, as a psum of one-hot vectors
+        totals = jax.lax.psum(jnp.where(jnp.arange(P_) == me, cdf[-1], 0), rows.axes)
         offset = jnp.sum(jnp.where(jnp.arange(P_) < me, totals, 0))
         target = u * jnp.sum(totals)
         last = (me == P_ - 1) & (jnp.arange(n) == n - 1)

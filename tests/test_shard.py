@@ -81,10 +81,10 @@ def test_compiled_fit_one_all_reduce_no_gather(sharded, family):
 
 @pytest.mark.parametrize("family", ["gmm-full", "ppca"])
 def test_compiled_init_never_gathers_rows(sharded, family):
-    """k-means++ / k-means (and PPCA's moments) move statistics, never rows: every all-gather is
-    of per-device numbers (the P total masses of the two-level draw)."""
+    """k-means++ / k-means (and PPCA's moments) move statistics, never rows: no all-gather, and
+    every all-reduce is smaller than one device's rows."""
     hlo = sharded[family]["hlo_init_jit_explicit"]
-    assert all(int(np.prod(s)) <= N_DEVICES for g in hlo["gathers"] for s in g["shapes"]), hlo
+    assert hlo["gathers"] == [], hlo
     assert all(int(np.prod(s)) < N_ROWS // N_DEVICES for r in hlo["reduces"] for s in r["shapes"])
 
 
