@@ -170,6 +170,12 @@ def fit(
     ``max_iter`` iterations, or on a fatal status. From the same start, ``n_iter`` and ``trace`` equal
     scikit-learn's ``n_iter_`` and ``lower_bounds_``.
 
+    With ``X`` (and ``weights``) a `jax.Array` split by rows over devices or processes
+    (``NamedSharding(mesh, P(axis, None))``, any axis name), the fit is data-parallel
+    (`jaxem._shard`): each device computes the statistics of its own rows, one all-reduce per
+    iteration adds them, the M-step runs replicated, and X is never gathered. Under the caller's
+    `jax.jit` this needs an Explicit mesh axis (the split is then part of X's type).
+
     Args:
       model: a jaxem model (e.g. `jaxem.GaussianMixture`).
       params: the starting parameters (e.g. from ``model.init``).
