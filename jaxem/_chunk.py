@@ -53,7 +53,9 @@ def _accumulator(shapes, varying: tuple = ()):
     `jax.ShapeDtypeStruct`): ``acc = zero``, ``acc = add(acc, block_sums)``, ``result(acc)``.
 
     ``varying``: the `jax.shard_map` axes the sums vary over (the zero is cast to match, as a scan's
-    carry keeps its type). Leaves of one dtype are summed as ONE flat vector: the scan starts from one zero vector and adds
+    carry keeps its type).
+
+    Leaves of one dtype are summed as ONE flat vector: the scan starts from one zero vector and adds
     each block in one fused kernel, where a pytree costs a broadcast and an add kernel per leaf
     (XLA's CPU backend compiles each separately, ~6 ms apiece). Mixed dtypes stay a pytree.
     """

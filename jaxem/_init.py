@@ -86,7 +86,8 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
         pot = w * closest
         # The first center is drawn ∝ w; so are later ones if every weighted point already
         # coincides with a center.
-        cand = _draw_rows(u[j], where(first | (jnp.max(pot) <= 0), w, pot))  # a float max: one kernel
+        # (a float max: one kernel)
+        cand = _draw_rows(u[j], where(first | (jnp.max(pot) <= 0), w, pot))
         Xc = _take(X, cand)
         best_t = where(first, 0, jnp.argmin(potentials(Xc, closest)))
         best = cand[best_t]

@@ -75,9 +75,12 @@ def row_sharding(X) -> Rows | None:
         if mat is not None and mat.varying:  # rows local to the caller's shard_map
             return None
         sharding = getattr(aval, "sharding", None)
-        explicit = jax.sharding.AxisType.Explicit
-        if sharding is None or not all(sharding.mesh._name_to_type[a] == explicit
-                                       for a in _axes_of_dim0(sharding.spec)):
+        if not isinstance(sharding, NamedSharding):
+            return None
+        types = dict(zip(sharding.mesh.axis_names, sharding.mesh.axis_types))
+        # Auto axes: the type does not say how the array is split (its spec is all None).
+        if not all(types.get(a) == jax.sharding.AxisType.Explicit
+                   for a in _axes_of_dim0(sharding.spec)):
             return None
     else:
         sharding = getattr(X, "sharding", None)
@@ -144,7 +147,8 @@ def applies(rows: Rows | None, n: int) -> bool:
 
 def psum_flat(tree, axes):
     """`jax.lax.psum` of a pytree as ONE all-reduce per dtype: the leaves are concatenated into a
-    vector, summed across ``axes``, and split again (XLA may not combine one all-reduce per leaf)."""
+    vector, summed across ``axes``, and split again (XLA may not combine one all-reduce per
+    leaf)."""
     leaves, tree_def = jax.tree_util.tree_flatten(tree)
     if not leaves:
         return tree
@@ -171,34 +175,20 @@ def _local(fn):
     return run
 
 
-def _conform(rows: Rows, arrays: tuple) -> tuple:
-    """Arrays whose type carries a different sharding (explicit-axis meshes, e.g. weights made by
-    ``jnp.ones`` under the caller's jit: replicated) resharded to ``rows`` (a local slice)."""
-    out = []
-    explicit = jax.sharding.AxisType.Explicit in getattr(rows.mesh, "axis_types", ())
-    for a in arrays:
-        sharding = getattr(jax.typeof(a), "sharding", None)
-        if explicit and isinstance(a, jax.core.Tracer) and (
-                sharding is None or _axes_of_dim0(sharding.spec) != rows.axes):
-            spec = P(*((rows.spec[0],) + (None,) * (a.ndim - 1)))
-            a = jax.sharding.reshard(a, NamedSharding(rows.mesh, spec))
-        out.append(a)
-    return tuple(out)
-
-
 def reduce_rows(rows: Rows, fn: Callable, arrays: tuple):
     """Σ over all rows of ``fn(*arrays)`` (a pytree of sums over the rows it is given): ``fn`` runs
     on each device's rows, then one `psum_flat`. ``fn`` may close over replicated values."""
     local = _local(fn)
-    return jax.shard_map(lambda *a: psum_flat(local(*a), rows.axes), mesh=rows.mesh,
-                         in_specs=(rows.spec,) * len(arrays), out_specs=P())(*_conform(rows, arrays))
+    sums = jax.shard_map(lambda *a: psum_flat(local(*a), rows.axes), mesh=rows.mesh,
+                         in_specs=(rows.spec,) * len(arrays), out_specs=P())
+    return sums(*arrays)
 
 
 def map_rows(rows: Rows, fn: Callable, arrays: tuple):
     """``fn(*arrays)`` for a row-wise ``fn`` (output rows aligned with the input's): run on each
     device's rows, the output left split the same way."""
     return jax.shard_map(_local(fn), mesh=rows.mesh, in_specs=(rows.spec,) * len(arrays),
-                         out_specs=rows.spec)(*_conform(rows, arrays))
+                         out_specs=rows.spec)(*arrays)
 
 
 def map_reduce_rows(rows: Rows, fn: Callable, arrays: tuple):
@@ -210,7 +200,7 @@ def map_reduce_rows(rows: Rows, fn: Callable, arrays: tuple):
         return psum_flat(sums, rows.axes), per_row
 
     return jax.shard_map(body, mesh=rows.mesh, in_specs=(rows.spec,) * len(arrays),
-                         out_specs=(P(), rows.spec))(*_conform(rows, arrays))
+                         out_specs=(P(), rows.spec))(*arrays)
 
 
 def _shard_index(rows: Rows):
@@ -233,8 +223,7 @@ def take_rows(rows: Rows, X, idx):
         got = jnp.where(mine.reshape((-1,) + (1,) * (got.ndim - 1)), got, jnp.zeros_like(got))
         return jax.lax.psum(got, rows.axes)
 
-    return jax.shard_map(_local(body), mesh=rows.mesh, in_specs=(rows.spec,), out_specs=P())(
-        *_conform(rows, (X,)))
+    return jax.shard_map(_local(body), mesh=rows.mesh, in_specs=(rows.spec,), out_specs=P())(X)
 
 
 def draw_rows(rows: Rows, u, mass):
@@ -259,8 +248,7 @@ def draw_rows(rows: Rows, u, mass):
         big = jnp.iinfo(jnp.int32).max
         return jax.lax.pmin(jnp.where(found, first, big).astype(jnp.int32), rows.axes)
 
-    return jax.shard_map(_local(body), mesh=rows.mesh, in_specs=(rows.spec,), out_specs=P())(
-        *_conform(rows, (mass,)))
+    return jax.shard_map(_local(body), mesh=rows.mesh, in_specs=(rows.spec,), out_specs=P())(mass)
 
 
 def place_like_rows(X, w):

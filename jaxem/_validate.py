@@ -70,7 +70,9 @@ def _on_one_device(a) -> bool:
 def _summary(X, w):
     """(X all finite, w all finite, min w, rows with w > 0) as one small reduction on the devices
     that hold X: nothing of X is copied to the host (nor needs to be addressable here)."""
-    finite = lambda a: jnp.max(jnp.abs(a), initial=0.0) < jnp.inf
+    # Σ 0·a is NaN exactly when some a is NaN or ±inf (a max reduction may drop NaNs, notably
+    # when it is split over devices).
+    finite = lambda a: jnp.isfinite(jnp.sum(a * 0))
     return (finite(X), finite(w), jnp.min(jnp.where(jnp.isnan(w), 0.0, w), initial=0.0),
             jnp.sum(jnp.where(w > 0, 1.0, 0.0)))
 
@@ -134,9 +136,10 @@ def validate(X, weights, n_components: int | None = None) -> None:
 
 def status_of_data(X, weights, n_components: int | None = None) -> jax.Array:
     """The traced counterpart of `check_values`: an int32 status code."""
-    # max |.| < inf is False for any NaN or inf; unlike all(isfinite(.)) it is a float reduction
-    # that XLA fuses (no N x D boolean temporary).
-    finite = lambda a: jnp.max(jnp.abs(a), initial=0.0) < jnp.inf
+    # Σ 0·a is NaN exactly when some entry is NaN or ±inf; unlike all(isfinite(.)) it is a float
+    # reduction that XLA fuses (no N x D boolean temporary), and unlike max |a| < inf it keeps a
+    # NaN when the reduction is split over devices (a max may drop NaNs).
+    finite = lambda a: jnp.isfinite(jnp.sum(a * 0))
     bad = ~finite(X) | ~finite(weights) | (jnp.min(weights, initial=0.0) < 0)
     code = flag(bad, Status.INVALID_INPUT)
     if n_components is not None:

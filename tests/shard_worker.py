@@ -77,7 +77,8 @@ def devices():
     w_host = rng.uniform(0.5, 1.5, N)
     auto = jax.make_mesh((4,), ("rows",), axis_types=(AxisType.Auto,))
     expl = jax.make_mesh((4,), ("batch",), axis_types=(AxisType.Explicit,))
-    put = lambda a, mesh, ax: jax.device_put(a, NamedSharding(mesh, P(ax, *([None] * (a.ndim - 1)))))
+    put = lambda a, mesh, ax: jax.device_put(
+        a, NamedSharding(mesh, P(ax, *([None] * (a.ndim - 1)))))
     key = jax.random.key(1)
     for name, model, X in families(base, counts, binary):
         rec = {}
@@ -110,6 +111,15 @@ def devices():
             rec["hlo_init_jit_explicit"] = collectives(gc.as_text())
         rec["stats_size"] = sum(np.size(l) for l in jax.tree_util.tree_leaves(
             model.sufficient_statistics(p0, X, w_host)))
+        if name == "gmm-full":  # bad data: ValueError eagerly, a status flag under jit
+            Xbad = np.array(X)
+            Xbad[5, 1] = np.nan
+            try:
+                jaxem.fit(model, p0, put(Xbad, auto, "rows"), max_iter=2)
+                rec["nan_eager"] = "accepted"
+            except ValueError as err:
+                rec["nan_eager"] = str(err)
+            rec["nan_jit_status"] = int(fc(p0, put(Xbad, expl, "batch"), we).status)
         if name in ("gmm-full", "poisson"):
             # by hand: the user's shard_map (check_vma on), psum of the statistics, maximize
             step = jax.jit(jax.shard_map(

@@ -57,6 +57,13 @@ def test_sharded_fit_equals_unsharded(sharded, family):
         assert r["jit_auto"] < TOL
 
 
+def test_sharded_bad_data(sharded):
+    """NaN in a sharded X: ValueError eagerly (checked on the devices), INVALID_INPUT under jit."""
+    r = sharded["gmm-full"]
+    assert "NaN" in r["nan_eager"]
+    assert r["nan_jit_status"] & int(jaxem.Status.INVALID_INPUT)
+
+
 @pytest.mark.parametrize("family", ["gmm-full", "gmm-spherical", "ppca", "bernoulli"])
 def test_sharded_init_same_draws(sharded, family):
     """model.init on sharded X: k-means++ draws the same rows (two-level inversion of the CDF),
