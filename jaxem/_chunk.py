@@ -132,6 +132,16 @@ def _traced_once(fn: Callable, rows: tuple, c: int):
     return lambda *block: jax.tree_util.tree_unflatten(tree, replay(*block)), out
 
 
+def _split(a):
+    """How the rows of ``a`` are split over devices (a `jaxem._shard.Rows` or None): as the traced
+    program says (`jaxem._shard.sharded_rows`), or, for a concrete array outside any program (an
+    eager call), as its sharding says."""
+    split = _shard.current()
+    if split is None and not isinstance(a, jax.core.Tracer):
+        split = _shard.row_sharding(a)
+    return split
+
+
 def chunked_sum_rows(fn: Callable, rows: tuple, chunk_size: int | None, width: int):
     """`chunked_sum` for any tuple of row-aligned arrays: ``sum_b fn(*(a[b] for a in rows))``.
 
@@ -141,7 +151,7 @@ def chunked_sum_rows(fn: Callable, rows: tuple, chunk_size: int | None, width: i
     last array is zero (the weights, or weighted responsibilities).
     """
     n = rows[0].shape[0]
-    split = _shard.current()
+    split = _split(rows[0])
     if _shard.applies(split, n):  # rows split over devices: each sums its own, one psum
         return _shard.reduce_rows(split, lambda *r: chunked_sum_rows(fn, r, chunk_size, width),
                                   rows)
@@ -162,7 +172,7 @@ def chunked_map(fn: Callable, X: jax.Array, chunk_size: int | None, width: int) 
     """Row-wise ``fn(X_block) -> (c,)`` applied block by block, concatenated (no padded copy of X;
     ``fn`` traced once)."""
     n = X.shape[0]
-    split = _shard.current()
+    split = _split(X)
     if _shard.applies(split, n):  # each device maps its own rows
         return _shard.map_rows(split, lambda x: chunked_map(fn, x, chunk_size, width), (X,))
     c = auto_chunk_size(n, width) if chunk_size is None else int(min(chunk_size, n))
@@ -180,7 +190,7 @@ def chunked_map_sum(fn: Callable, rows: tuple, chunk_size: int | None, width: in
     with ``per_row`` of shape ``(c, ...)``; returns ``(Σ_blocks sums, per_row for all N rows)``.
     The sums follow `chunked_sum_rows` (overlap zeroed in the last array of ``rows``)."""
     n = rows[0].shape[0]
-    split = _shard.current()
+    split = _split(rows[0])
     if _shard.applies(split, n):
         return _shard.map_reduce_rows(
             split, lambda *r: chunked_map_sum(fn, r, chunk_size, width), rows)

@@ -120,6 +120,12 @@ def devices():
             except ValueError as err:
                 rec["nan_eager"] = str(err)
             rec["nan_jit_status"] = int(fc(p0, put(Xbad, expl, "batch"), we).status)
+        if name in ("gmm-full", "ppca"):  # the streamed public methods, eagerly, either mesh
+            rec["methods"] = max(max_diff(
+                (model.sufficient_statistics(p0, Xs, ws), model.log_likelihood(p0, Xs, ws),
+                 model.score_samples(p0, Xs)),
+                (model.sufficient_statistics(p0, X, w_host), model.log_likelihood(p0, X, w_host),
+                 model.score_samples(p0, X))) for Xs, ws in ((Xa, wa), (Xe, we)))
         if name in ("gmm-full", "poisson"):
             # by hand: the user's shard_map (check_vma on), psum of the statistics, maximize
             step = jax.jit(jax.shard_map(

@@ -57,6 +57,13 @@ def test_sharded_fit_equals_unsharded(sharded, family):
         assert r["jit_auto"] < TOL
 
 
+@pytest.mark.parametrize("family", ["gmm-full", "ppca"])
+def test_sharded_public_methods(sharded, family):
+    """sufficient_statistics, log_likelihood and score_samples called eagerly on sharded X (auto
+    and explicit meshes): each device streams its own rows (one psum; score_samples stays split)."""
+    assert sharded[family]["methods"] < TOL
+
+
 def test_sharded_bad_data(sharded):
     """NaN in a sharded X: ValueError eagerly (checked on the devices), INVALID_INPUT under jit."""
     r = sharded["gmm-full"]
