@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import jaxpr_as_fun
 
+from . import _shard
 from ._where import where
 
 # Rows per block when the caller does not choose: big enough for efficient GEMMs, small enough that
@@ -47,9 +48,12 @@ def _block_indices(nb: int) -> np.ndarray:
     return np.arange(nb)
 
 
-def _accumulator(shapes):
+def _accumulator(shapes, varying: tuple = ()):
     """``(zero, add, result)`` for a streamed sum of the pytree ``shapes`` (of
     `jax.ShapeDtypeStruct`): ``acc = zero``, ``acc = add(acc, block_sums)``, ``result(acc)``.
+
+    ``varying``: the `jax.shard_map` axes the sums vary over (the zero is cast to match, as a scan's
+    carry keeps its type).
 
     Leaves of one dtype are summed as ONE flat vector: the scan starts from one zero vector and adds
     each block in one fused kernel, where a pytree costs a broadcast and an add kernel per leaf
@@ -58,8 +62,9 @@ def _accumulator(shapes):
     instead of growing like eps·√B.
     """
     leaves, tree = jax.tree_util.tree_flatten(shapes)
+    vary = (lambda z: jax.lax.pcast(z, varying, to="varying")) if varying else (lambda z: z)
     if len({x.dtype for x in leaves}) != 1:
-        zero = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        zero = jax.tree_util.tree_map(lambda x: vary(jnp.zeros(x.shape, x.dtype)), shapes)
         return zero, lambda acc, sums: jax.tree_util.tree_map(jnp.add, acc, sums), lambda acc: acc
     sizes = [math.prod(x.shape) for x in leaves]
     ends = np.cumsum(sizes)
@@ -73,7 +78,7 @@ def _accumulator(shapes):
         return jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(sums)])
 
     if jnp.dtype(dtype).itemsize >= 8:
-        return jnp.zeros(int(ends[-1]), dtype), lambda acc, sums: acc + flat(sums), unflatten
+        return vary(jnp.zeros(int(ends[-1]), dtype)), lambda acc, sums: acc + flat(sums), unflatten
 
     # float32 (and narrower): compensated summation (Neumaier 1974) over the blocks, the carry
     # stacking the running sum and its lost low-order part: one fused elementwise kernel per block.
@@ -85,7 +90,7 @@ def _accumulator(shapes):
         lost = where(jnp.abs(s) >= jnp.abs(x), (s - t) + x, (x - t) + s)
         return jnp.stack([t, comp + lost])
 
-    return jnp.zeros((2, int(ends[-1])), dtype), add, lambda acc: unflatten(acc[0] + acc[1])
+    return vary(jnp.zeros((2, int(ends[-1])), dtype)), add, lambda acc: unflatten(acc[0] + acc[1])
 
 
 def _reader(rows: tuple, c: int):
@@ -108,16 +113,49 @@ def _reader(rows: tuple, c: int):
     return nb, read
 
 
+def _manual_type(a):
+    """The manual-axis type of ``a`` (which axes of an enclosing `jax.shard_map` it varies over),
+    or None outside one."""
+    return getattr(jax.typeof(a), "manual_axis_type", None)
+
+
+def _varying(rows: tuple) -> tuple:
+    """Mesh axes of an enclosing `jax.shard_map` over which some array of ``rows`` varies."""
+    axes = set()
+    for a in rows:
+        t = _manual_type(a)
+        if t is not None:
+            axes |= set(t.varying)
+    return tuple(sorted(axes))
+
+
 def _traced_once(fn: Callable, rows: tuple, c: int):
     """``fn`` traced once on blocks of ``c`` rows of ``rows``: ``(g, out)`` where ``g(*block)``
     replays that trace (binding its primitives, not re-running ``fn``'s Python) and ``out`` is the
     output's pytree of `jax.ShapeDtypeStruct`. Halves the tracing of a streamed pass, which needs
-    the output shapes (the scan's initial carry) before its body is traced."""
-    blocks = [jax.ShapeDtypeStruct((c,) + a.shape[1:], a.dtype) for a in rows]
+    the output shapes (the scan's initial carry) before its body is traced. Inside a
+    `jax.shard_map` the blocks carry the rows' varying axes, so the replay type-checks."""
+    def block(a):
+        t = _manual_type(a)
+        kw = {} if t is None or not t.varying else dict(manual_axis_type=t,
+                                                        sharding=jax.typeof(a).sharding)
+        return jax.ShapeDtypeStruct((c,) + a.shape[1:], a.dtype, **kw)
+
+    blocks = [block(a) for a in rows]
     closed, out = jax.make_jaxpr(fn, return_shape=True)(*blocks)
     replay = jaxpr_as_fun(closed)
     tree = jax.tree_util.tree_structure(out)
     return lambda *block: jax.tree_util.tree_unflatten(tree, replay(*block)), out
+
+
+def _split(a):
+    """How the rows of ``a`` are split over devices (a `jaxem._shard.Rows` or None): as the traced
+    program says (`jaxem._shard.sharded_rows`), or, for a concrete array outside any program (an
+    eager call), as its sharding says."""
+    split = _shard.current()
+    if split is None and not isinstance(a, jax.core.Tracer):
+        split = _shard.row_sharding(a)
+    return split
 
 
 def chunked_sum_rows(fn: Callable, rows: tuple, chunk_size: int | None, width: int):
@@ -129,12 +167,16 @@ def chunked_sum_rows(fn: Callable, rows: tuple, chunk_size: int | None, width: i
     last array is zero (the weights, or weighted responsibilities).
     """
     n = rows[0].shape[0]
+    split = _split(rows[0])
+    if _shard.applies(split, n):  # rows split over devices: each sums its own, one psum
+        return _shard.reduce_rows(split, lambda *r: chunked_sum_rows(fn, r, chunk_size, width),
+                                  rows)
     c = auto_chunk_size(n, width) if chunk_size is None else int(min(chunk_size, n))
     if c >= n:
         return fn(*rows)
     nb, read = _reader(rows, c)
     fn, shapes = _traced_once(fn, rows, c)
-    zero, add, result = _accumulator(shapes)
+    zero, add, result = _accumulator(shapes, _varying(rows))
 
     def body(acc, i):
         return add(acc, fn(*read(i))), None
@@ -146,6 +188,9 @@ def chunked_map(fn: Callable, X: jax.Array, chunk_size: int | None, width: int) 
     """Row-wise ``fn(X_block) -> (c,)`` applied block by block, concatenated (no padded copy of X;
     ``fn`` traced once)."""
     n = X.shape[0]
+    split = _split(X)
+    if _shard.applies(split, n):  # each device maps its own rows
+        return _shard.map_rows(split, lambda x: chunked_map(fn, x, chunk_size, width), (X,))
     c = auto_chunk_size(n, width) if chunk_size is None else int(min(chunk_size, n))
     if c >= n:
         return fn(X)
@@ -161,12 +206,16 @@ def chunked_map_sum(fn: Callable, rows: tuple, chunk_size: int | None, width: in
     with ``per_row`` of shape ``(c, ...)``; returns ``(Σ_blocks sums, per_row for all N rows)``.
     The sums follow `chunked_sum_rows` (overlap zeroed in the last array of ``rows``)."""
     n = rows[0].shape[0]
+    split = _split(rows[0])
+    if _shard.applies(split, n):
+        return _shard.map_reduce_rows(
+            split, lambda *r: chunked_map_sum(fn, r, chunk_size, width), rows)
     c = auto_chunk_size(n, width) if chunk_size is None else int(min(chunk_size, n))
     if c >= n:
         return fn(*rows)
     nb, read = _reader(rows, c)
     fn, shapes = _traced_once(fn, rows, c)
-    zero, add, result = _accumulator(shapes[0])
+    zero, add, result = _accumulator(shapes[0], _varying(rows))
 
     def body(acc, i):
         sums, per_row = fn(*read(i))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _shard
 from ._adjoint import implicit_params
 from ._compile import compiled
 from ._mstep import ClosedFormMStep
@@ -205,6 +206,12 @@ def fit(
     ``max_iter`` iterations, or on a fatal status. From the same start, ``n_iter`` and ``trace`` equal
     scikit-learn's ``n_iter_`` and ``lower_bounds_``.
 
+    With ``X`` (and ``weights``) a `jax.Array` split by rows over devices or processes
+    (``NamedSharding(mesh, P(axis, None))``, any axis name), the fit is data-parallel
+    (`jaxem._shard`): each device computes the statistics of its own rows, one all-reduce per
+    iteration adds them, the M-step runs replicated, and X is never gathered. Under the caller's
+    `jax.jit` this needs an Explicit mesh axis (the split is then part of X's type).
+
     Args:
       model: a jaxem model (e.g. `jaxem.GaussianMixture`).
       params: the starting parameters (e.g. from ``model.init``).
@@ -252,9 +259,13 @@ def fit(
         updater = Squarem(updater)
     elif accelerate is not None:
         raise ValueError(f"accelerate must be None or 'squarem', got {accelerate!r}.")
-    tol = device_array(tol, X.dtype)
+    rows = _shard.row_sharding(X)  # X split by rows over devices: a data-parallel program
+    tol = device_array(tol, X.dtype) if rows is None or not is_concrete(X) else np.asarray(
+        tol, X.dtype)
+    if rows is not None and is_concrete(X, params):  # parameters on one device: on X's mesh
+        params = _shard.replicate_on(rows, params)
     static = dict(max_iter=int(max_iter), updater=updater, adjoint=adjoint, progress=bool(progress),
-                  data_checked=is_concrete(X, w))  # `validate` raised for bad concrete data
+                  data_checked=is_concrete(X, w), rows=rows)  # `validate` raised for bad data
     if _hashable(model) and _hashable(updater):
         return _fit_compiled(model, params, X, w, tol, **static)
     return _fit_impl(model, params, X, w, tol, **static)  # unhashable user objects: no cache
@@ -268,7 +279,15 @@ def _hashable(x) -> bool:
         return False
 
 
-def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked):
+def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked,
+              rows=None):
+    # Rows split over devices: every streamed row reduction traced below is data-parallel.
+    return _shard.traced(rows, lambda params, X, w, tol: _fit_rows(
+        model, params, X, w, tol, max_iter=max_iter, updater=updater, adjoint=adjoint,
+        progress=progress, data_checked=data_checked), params, X, w, tol)
+
+
+def _fit_rows(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked):
     kw = dict(max_iter=max_iter, tol=tol, updater=updater, progress=progress,
               data_checked=data_checked)
     if adjoint == "unrolled":
@@ -305,4 +324,4 @@ def _mean_log_likelihood(model, theta, X, w, value=None):
 # every eager call of `fit` would compile the loop again.)
 _fit_compiled = compiled(_fit_impl,
                          static_argnames=("model", "max_iter", "updater", "adjoint", "progress",
-                                          "data_checked"))
+                                          "data_checked", "rows"))

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _shard
 from ._chunk import chunked_map, chunked_map_sum, chunked_sum_rows
 from ._compile import compiled
 from ._validate import check_init_result
@@ -48,6 +49,23 @@ def _draw(u, mass):
     return jnp.argmax(past, axis=0).astype(jnp.int32)
 
 
+def _draw_rows(u, mass):
+    """`_draw`, two-level when the rows are split over devices (`jaxem._shard.draw_rows`)."""
+    rows = _shard.current()
+    if _shard.applies(rows, mass.shape[0]):
+        return _shard.draw_rows(rows, u, mass)
+    return _draw(u, mass)
+
+
+def _take(X, idx):
+    """``X[idx]`` for a few row indices; with rows split over devices, a psum of the owners'
+    rows instead of a gather of X (`jaxem._shard.take_rows`)."""
+    rows = _shard.current()
+    if not _shard.applies(rows, X.shape[0]):
+        return X[idx]
+    return _shard.take_rows(rows, X, jnp.atleast_1d(idx)).reshape(jnp.shape(idx) + X.shape[1:])
+
+
 def kmeans_plusplus(key, X, w, n_clusters: int):
     """Greedy weighted k-means++ seeding; returns ``(centers (K, D), indices (K,))``.
 
@@ -77,9 +95,12 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
         pot = w * closest
         # The first center is drawn ∝ w; so are later ones if every weighted point already
         # coincides with a center.
-        cand = _draw(u[j], where(first | (jnp.max(pot) <= 0), w, pot))  # a float max: one kernel
-        best = cand[where(first, 0, jnp.argmin(potentials(X[cand], closest)))]
-        d = sq_dists_to(X[best])
+        # (a float max: one kernel)
+        cand = _draw_rows(u[j], where(first | (jnp.max(pot) <= 0), w, pot))
+        Xc = _take(X, cand)
+        best_t = where(first, 0, jnp.argmin(potentials(Xc, closest)))
+        best = cand[best_t]
+        d = sq_dists_to(Xc[best_t])
         return idx.at[j].set(best), where(first, d, jnp.minimum(closest, d))
 
     # Initial carries that cost no kernel of their own. Any idx will do, as the loop sets every
@@ -87,7 +108,7 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
     # broadcast or an iota kernel). `closest` starts as w: at j = 0 it only enters discarded values.
     idx0 = np.arange(n_clusters, 0, -1, dtype=np.int32)
     idx, _ = jax.lax.fori_loop(0, n_clusters, body, (idx0, w))
-    return X[idx], idx
+    return _take(X, idx), idx
 
 
 def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
@@ -133,8 +154,13 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
 
 # Compiled once per (model, shapes, method): an eager `model.init` would otherwise recompile the
 # k-means loops on every call (their closures are new each time). Inlined under a caller's jit.
-@compiled(static_argnames=("model", "method"))
-def _init_compiled(model, key, X, w, method: str):
+@compiled(static_argnames=("model", "method", "rows"))
+def _init_compiled(model, key, X, w, method: str, rows=None):
+    # rows split over devices: data-parallel passes
+    return _shard.traced(rows, lambda key, X, w: _init_rows(model, key, X, w, method), key, X, w)
+
+
+def _init_rows(model, key, X, w, method: str):
     K = model.n_components
     if method != "random" and hasattr(model, "_m_step_labels"):  # no (N, K) array for hard starts
         labels, centers = _hard_start(key, X, w, K, method)
@@ -147,7 +173,7 @@ def init_from_responsibilities(model, key, X, w, method: str = "kmeans"):
     (model, shapes, method), so an eager ``model.init`` compiles once instead of op by op."""
     if method not in INIT_METHODS:
         raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
-    params = _init_compiled(model, key, X, w, method=method)
+    params = _init_compiled(model, key, X, w, method=method, rows=_shard.row_sharding(X))
     check_init_result(params, X)  # eager: non-finite starting params are a ValueError
     return params
 
@@ -183,4 +209,4 @@ def _hard_start(key, X, w, n_components: int, method: str):
     else:
         raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
     labels = jnp.full(X.shape[0], -1, jnp.int32).at[idx].set(np.arange(K, dtype=np.int32))
-    return labels, X[idx]
+    return labels, _take(X, idx)

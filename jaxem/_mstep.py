@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from . import _shard
 from ._status import Status, flag
 from ._where import select, where
 
@@ -19,9 +20,27 @@ class ClosedFormMStep:
         return ()
 
     def update(self, model, params, state, X, w):
-        """Returns ``(new_params, new_state, log_likelihood_at_params, status)``."""
-        new, ll, status = model.em_update(params, X, w)
+        """Returns ``(new_params, new_state, log_likelihood_at_params, status)``.
+
+        With X split by rows over devices (`jaxem._shard`), the statistics are each device's
+        rows' sum and ONE all-reduce; the M-step runs replicated."""
+        rows = _shard.current()
+        if _shard.applies(rows, X.shape[0]) and _has_statistics(model):
+            st = _shard.reduce_rows(rows, lambda X, w: model._statistics(params, X, w), (X, w))
+            new, status = model._maximize(st, params)
+            ll = st.log_likelihood.astype(X.dtype)
+        else:
+            new, ll, status = model.em_update(params, X, w)
         return new, state, ll, jnp.asarray(status, jnp.int32)
+
+
+def _has_statistics(model) -> bool:
+    """Whether ``model``'s EM iteration is `_maximize` ∘ `_statistics` (the base `em_update`
+    or the families' own equivalent), so that the statistics can be all-reduced between."""
+    from .models._base import Model
+
+    cls = type(model)
+    return (cls._statistics is not Model._statistics and cls._maximize is not Model._maximize)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,11 +60,54 @@ def as_data(X, weights=None, n_features: int | None = None, name: str = "X"):
         raise ValueError(
             f"weights must have shape (n_samples,) = ({X.shape[0]},), got {np.shape(weights)}."
         )
-    return X, device_array(weights, X.dtype)
+    if not isinstance(weights, (jax.Array, jax.core.Tracer)):
+        weights = np.asarray(weights, X.dtype)
+    # X split by rows over devices (or processes): the weights split the same way.
+    from ._shard import place_like_rows
+
+    return X, device_array(place_like_rows(X, weights), X.dtype)
+
+
+def _on_one_device(a) -> bool:
+    return not isinstance(a, jax.Array) or len(a.sharding.device_set) == 1
+
+
+def _summary(X, w):
+    """(X all finite, w all finite, min w, rows with w > 0) as one small reduction on the devices
+    that hold X: nothing of X is copied to the host (nor needs to be addressable here)."""
+    # Σ 0·a is NaN exactly when some a is NaN or ±inf (a max reduction may drop NaNs, notably
+    # when it is split over devices).
+    finite = lambda a: jnp.isfinite(jnp.sum(a * 0))
+    return (finite(X), finite(w), jnp.min(jnp.where(jnp.isnan(w), 0.0, w), initial=0.0),
+            jnp.sum(jnp.where(w > 0, 1.0, 0.0)))
+
+
+_summary_jit = jax.jit(_summary)
+
+
+def _check_distributed(X, weights, n_components) -> None:
+    """`check_values` for X split over several devices or processes (a jitted reduction)."""
+    x_ok, w_ok, w_min, n_pos = (np.asarray(v) for v in _summary_jit(X, weights))
+    if not x_ok:
+        raise ValueError(
+            "X contains NaN or inf; drop or impute those rows, or give them weight 0 and replace "
+            "them with any finite value.")
+    if not w_ok:
+        raise ValueError("weights contain NaN or inf; pass finite, non-negative weights.")
+    if w_min < 0:
+        raise ValueError(
+            f"weights must be non-negative (0 marks padding rows); got a minimum of {w_min}.")
+    if n_components is not None and n_components > int(n_pos):
+        raise ValueError(
+            f"n_components={n_components} is larger than the number of rows with positive "
+            f"weight ({int(n_pos)}); use n_components <= {int(n_pos)} or pass more data.")
 
 
 def check_values(X, weights, n_components: int | None = None) -> None:
-    """Raise `ValueError` for bad values. Only call on concrete (non-traced) arrays."""
+    """Raise `ValueError` for bad values. Only call on concrete (non-traced) arrays. Arrays split
+    over several devices or processes are checked where they live (no host copy)."""
+    if not (_on_one_device(X) and _on_one_device(weights)):
+        return _check_distributed(X, weights, n_components)
     Xn = np.asarray(X)
     wn = np.asarray(weights)
     # Row blocks: no N x D boolean temporary for a large X.
@@ -98,10 +141,11 @@ def validate(X, weights, n_components: int | None = None) -> None:
 
 def status_of_data(X, weights, n_components: int | None = None) -> jax.Array:
     """The traced counterpart of `check_values`: an int32 status code."""
-    # Σ 0·x is NaN exactly when some x is NaN or ±inf: a fused float sum (no N x D boolean
-    # temporary). Not max |x| < inf: XLA's CPU max reduction drops NaNs (missed for N >= 2048).
-    finite = jnp.isfinite(jnp.sum(X * 0) + jnp.sum(weights * 0))
-    bad = ~finite | (jnp.min(weights, initial=0.0) < 0)
+    # Σ 0·a is NaN exactly when some entry is NaN or ±inf; unlike all(isfinite(.)) it is a float
+    # reduction that XLA fuses (no N x D boolean temporary), and unlike max |a| < inf it keeps a
+    # NaN when the reduction is split over devices (a max may drop NaNs).
+    finite = lambda a: jnp.isfinite(jnp.sum(a * 0))
+    bad = ~finite(X) | ~finite(weights) | (jnp.min(weights, initial=0.0) < 0)
     code = flag(bad, Status.INVALID_INPUT)
     if n_components is not None:
         n_pos = jnp.sum(where(weights > 0, 1.0, 0.0), dtype=X.dtype)
@@ -129,16 +173,21 @@ def check_params_finite(params, name: str = "params") -> None:
             "model.init(key, X).")
 
 
+_finite_leaves = jax.jit(lambda ls: jnp.isfinite(sum(jnp.sum(l * 0) for l in ls)))
+_max_abs = jax.jit(lambda x: jnp.max(jnp.abs(x)))
+
+
 def check_init_result(params, X) -> None:
     """Raise `ValueError` if ``model.init`` on concrete data produced non-finite parameters: X is
     finite (checked before), so its scale overflowed (or underflowed) the dtype."""
     leaves = _inexact_leaves(params)
     if not leaves or not is_concrete(leaves):
         return
-    if all(np.all(np.isfinite(np.asarray(l))) for l in leaves):
+    # Jitted reductions: no host copy of parameters or data spread over devices or processes.
+    if bool(_finite_leaves(leaves)):
         return
     dtype = jnp.result_type(X)
-    big = float(np.max(np.abs(np.asarray(X)))) if np.size(X) else 0.0
+    big = float(_max_abs(X)) if np.size(X) else 0.0
     raise ValueError(
         f"model.init gave non-finite parameters: X's scale (max |x| = {big:.3g}) is beyond what "
         f"{dtype.name} holds in second moments (x² up to {float(jnp.finfo(dtype).max):.3g}); "

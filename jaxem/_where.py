@@ -27,8 +27,12 @@ def where(condition, x, y) -> jax.Array:
             return a
         return jax.lax.broadcast_in_dim(a, shape, tuple(range(len(shape) - a.ndim, len(shape))))
 
-    # select_n picks its second case where the predicate is True.
-    return jax.lax.select_n(full(condition, jnp.bool_), full(y, dtype), full(x, dtype))
+    # select_n picks its second case where the predicate is True. A scalar predicate stays one
+    # (broadcast, it would be replicated where the cases may be sharded: an explicit-axis mesh
+    # refuses to select between differently sharded operands).
+    pred = (jax.lax.convert_element_type(condition, jnp.bool_) if np.ndim(condition) == 0
+            else full(condition, jnp.bool_))
+    return jax.lax.select_n(pred, full(y, dtype), full(x, dtype))
 
 
 def select(condition, a, b):

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _shard
 from .._chunk import chunked_map, chunked_sum
 from .._validate import as_data, check_init_result, validate
 from .._where import where
@@ -272,8 +273,12 @@ class LinearGaussian(Model):
         half the mean feature variance (Ψ: half of each feature's variance)."""
         X, w = as_data(X, weights)
         validate(X, w, max(self.n_components, 2))
-        N, D = X.shape
-        self._check_rank(D)
+        self._check_rank(X.shape[1])
+        # X split by rows over devices: plain reductions (each device its rows, then a sum).
+        return _shard.traced(_shard.row_sharding(X), self._init, key, X, w)
+
+    def _init(self, key, X, w):
+        D = X.shape[1]
         mu = (w @ X) / jnp.sum(w)
         var = (w @ (X - mu) ** 2) / jnp.sum(w)
         scale = jnp.sqrt(jnp.mean(var) / (2.0 * self.n_components))
