@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._status import Status, flag
+from ..._compile import compiled
 from ..._validate import device_array, is_concrete
 from ..._where import select, where
 from ._inference import forward_backward, forward_backward_parallel, safe_log, viterbi
@@ -105,37 +106,39 @@ class HiddenMarkovModel:
                              f"the end), got shape {X.shape}.")
         if nd == 1:
             X = X[..., None]
-        dtype = X.dtype if jnp.issubdtype(X.dtype, jnp.floating) else jnp.result_type(float)
-        X = device_array(X, dtype)
         S, T = X.shape[:2]
-        if weights is None:
-            weights = np.ones(S, X.dtype) if is_concrete(X) else jnp.ones(S, X.dtype)
-        if np.shape(weights) != (S,):
+        if np.shape(weights if weights is not None else np.ones(S)) != (S,):
             raise ValueError(f"weights must have shape (n_sequences,) = ({S},), got "
                              f"{np.shape(weights)}.")
-        weights = device_array(weights, X.dtype)
-        concrete = is_concrete(X, weights, lengths)
-        if lengths is None:
-            lengths = np.full(S, T, np.int32) if concrete else jnp.full(S, T, jnp.int32)
-        if np.shape(lengths) != (S,):
+        if lengths is not None and np.shape(lengths) != (S,):
             raise ValueError(f"lengths must have shape (n_sequences,) = ({S},), got "
                              f"{np.shape(lengths)}.")
-        if concrete:
-            ln = np.asarray(lengths)
+        dtype = X.dtype if jnp.issubdtype(X.dtype, jnp.floating) else jnp.result_type(float)
+        dtype = jax.dtypes.canonicalize_dtype(dtype)
+        if is_concrete(X, weights, lengths):  # host data: NumPy, nothing compiled per shape
+            Xn = np.asarray(X, dtype)
+            wn = np.ones(S, dtype) if weights is None else np.asarray(weights, dtype)
+            ln = np.full(S, T) if lengths is None else np.asarray(lengths)
             if not np.issubdtype(ln.dtype, np.integer) and not np.all(ln == np.round(ln)):
                 raise ValueError("lengths must be integers (the number of real steps of each "
                                  "sequence).")
             if np.any(ln < 1) or np.any(ln > T):
                 raise ValueError(f"lengths must lie in [1, T] = [1, {T}] (sequences padded at the "
                                  f"end), got min {ln.min()}, max {ln.max()}.")
-        lengths = jnp.asarray(lengths)
+            mask = np.arange(T)[None, :] < ln[:, None]
+            Xm = np.where(mask[..., None], Xn, 0.0).astype(dtype)
+            if check:
+                self._check_values(Xm, wn, mask)
+            w = np.where(mask, wn[:, None], 0.0).astype(dtype)
+            return device_array(Xm), device_array(w), single
+        X = jnp.asarray(X, dtype)
+        weights = jnp.ones(S, dtype) if weights is None else jnp.asarray(weights, dtype)
+        lengths = jnp.full(S, T, jnp.int32) if lengths is None else jnp.asarray(lengths)
         mask = jnp.arange(T)[None, :] < lengths[:, None]
         bad_len = (lengths < 1) | (lengths > T)
         w = where(mask, weights[:, None], 0.0)
         w = where(bad_len[:, None], jnp.nan, w)  # under jit: INVALID_INPUT via the data status
         Xm = where(mask[..., None], X, 0.0)  # padding never reaches the computation
-        if concrete and check:
-            self._check_values(Xm, np.asarray(weights), np.asarray(mask))
         return Xm, w, single
 
     def _check_values(self, X, weights, mask):
@@ -147,14 +150,14 @@ class HiddenMarkovModel:
                              "them (padding beyond `lengths` may hold anything).")
         if not np.all(np.isfinite(weights)) or np.any(weights < 0):
             raise ValueError("weights must be finite and non-negative (one per sequence).")
-        bad = ~np.asarray(self._valid(jnp.asarray(Xn))) & mask
+        bad = ~np.asarray(self._valid(Xn)) & mask
         if np.any(bad):
             raise ValueError(self._support_message + f" ({int(bad.sum())} bad frame(s), first "
                              f"(sequence, step): {np.argwhere(bad)[:3].tolist()}).")
 
     def _valid(self, X):
-        """``(S, T)`` bool: frames inside the emission's support."""
-        return jnp.ones(X.shape[:2], bool)
+        """``(S, T)`` bool: frames inside the emission's support (NumPy or JAX arrays)."""
+        return np.ones(X.shape[:2], bool)
 
     def prepare_data(self, X, weights=None, lengths=None, params=None):
         """The `jaxem.fit` hook: public data -> ``(X (S, T, D), frame weights (S, T))``, checked
@@ -194,7 +197,7 @@ class HiddenMarkovModel:
         """Expected sufficient statistics at ``params`` (an `HMMStatistics`), additive over
         sequences; `maximize` of them is one Baum-Welch iteration."""
         X, w, _ = self._as_sequences(X, weights, lengths)
-        return self._statistics(params, X, w)
+        return _run(self, "_statistics", params, X, w)
 
     def _statistics(self, params, X, w) -> HMMStatistics:
         gamma, xi, ll, _ = self._posteriors(params, X, w)
@@ -239,6 +242,9 @@ class HiddenMarkovModel:
     def e_step(self, params, X, weights=None, lengths=None):
         """``(HMMPosterior, Σ_s w_s log p(x_s))``."""
         X, w, _ = self._as_sequences(X, weights, lengths)
+        return _run(self, "_e_step", params, X, w)
+
+    def _e_step(self, params, X, w):
         gamma, xi, ll, _ = self._posteriors(params, X, w)
         ws = w[:, 0]
         post = HMMPosterior(where((w > 0)[..., None], gamma, 0.0), xi)
@@ -259,34 +265,39 @@ class HiddenMarkovModel:
     def score_samples(self, params, X, lengths=None):
         """``(S,)`` log p(x_s | params) per sequence (a scalar for one ``(T, D)`` sequence)."""
         X, w, single = self._as_sequences(X, None, lengths)
-        ll = self._posteriors(params, X, w)[2]
+        ll = _run(self, "_posteriors", params, X, w)[2]
         return ll[0] if single else ll
 
     def log_likelihood(self, params, X, weights=None, lengths=None):
         """Σ_s w_s log p(x_s | params)."""
         X, w, _ = self._as_sequences(X, weights, lengths)
-        ws = w[:, 0]
-        ll = self._posteriors(params, X, w)[2]
-        return jnp.sum(where(ws > 0, ws * ll, 0.0))
+        return _run(self, "_e_step", params, X, w)[1]
 
     def predict_proba(self, params, X, lengths=None):
         """Smoothed marginals p(z_t = k | x): ``(S, T, K)`` (0 on padding) or ``(T, K)``."""
         X, w, single = self._as_sequences(X, None, lengths)
-        g = where((w > 0)[..., None], self._posteriors(params, X, w)[0], 0.0)
+        g = _run(self, "_e_step", params, X, w)[0].state_probs
         return g[0] if single else g
 
     def predict(self, params, X, lengths=None):
         """Viterbi path argmax_z p(z | x): ``(S, T)`` int32 (-1 on padding) or ``(T,)``."""
         X, w, single = self._as_sequences(X, None, lengths)
-        log_b = self._log_b(params, X)
-        path = jax.vmap(viterbi, (None, None, 0, 0))(
-            safe_log(params.initial_probs), safe_log(params.transition_matrix), log_b, w > 0)
+        path = _run(self, "_viterbi", params, X, w)
         return path[0] if single else path
+
+    def _viterbi(self, params, X, w):
+        return jax.vmap(viterbi, (None, None, 0, 0))(
+            safe_log(params.initial_probs), safe_log(params.transition_matrix),
+            self._log_b(params, X), w > 0)
 
     # --- sampling and model selection ------------------------------------------------------------
     def sample(self, key, params, T: int, n_sequences: int = 1, return_states: bool = False):
         """Draw ``n_sequences`` sequences of length ``T``: ``X (n, T, D)`` (Categorical ``(n, T)``),
         and the states ``(n, T)`` if ``return_states``."""
+        x, z = _sample_jit(self, key, params, int(T), int(n_sequences))
+        return (x, z) if return_states else x
+
+    def _sample(self, key, params, T, n_sequences):
         k0, kz, kx = jax.random.split(key, 3)
         log_pi = safe_log(params.initial_probs)
         log_A = safe_log(params.transition_matrix)
@@ -298,8 +309,7 @@ class HiddenMarkovModel:
 
         _, zs = jax.lax.scan(step, z0, jax.random.split(kz, T - 1))
         z = jnp.concatenate([z0[None], zs], 0).T  # (n, T)
-        x = self._draw(kx, params, z)
-        return (x, z) if return_states else x
+        return self._draw(kx, params, z), z
 
     def n_parameters(self, params) -> int:
         K = self.n_states
@@ -328,5 +338,29 @@ class HiddenMarkovModel:
         """Starting parameters from the frames (see each family), π uniform, A = ½ I + ½/K."""
         X, w, _ = self._as_sequences(X, None, lengths)
         S, T, D = X.shape
+        return _init_jit(self, key, X, w)
+
+    def _init(self, key, X, w):
+        S, T, D = X.shape
         pi, A = self._start_probs(X.dtype)
         return self._emission_init(key, X.reshape(S * T, D), w.reshape(S * T), pi, A)
+
+
+# Compiled once per (model, method, shapes) for eager calls; inlined under a caller's jit/vmap/grad.
+@compiled(static_argnames=("model", "method"))
+def _run_jit(model, method, params, X, w):
+    return getattr(model, method)(params, X, w)
+
+
+def _run(model, method, params, X, w):
+    return _run_jit(model, method, params, X, w)
+
+
+@compiled(static_argnames=("model", "T", "n"))
+def _sample_jit(model, key, params, T, n):
+    return model._sample(key, params, T, n)
+
+
+@compiled(static_argnames=("model",))
+def _init_jit(model, key, X, w):
+    return model._init(key, X, w)

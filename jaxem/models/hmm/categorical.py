@@ -62,7 +62,7 @@ class CategoricalHMM(HiddenMarkovModel):
 
     def _valid(self, X):
         x = X[..., 0]
-        return (x == jnp.round(x)) & (x >= 0) & (x < self.n_categories)
+        return (x % 1 == 0) & (x >= 0) & (x < self.n_categories)
 
     def _symbols(self, frames):
         return jnp.clip(frames[:, 0], 0, self.n_categories - 1).astype(jnp.int32)

@@ -56,7 +56,7 @@ class PoissonHMM(HiddenMarkovModel):
         return params.rates.shape[-1]
 
     def _valid(self, X):
-        return jnp.all(X >= 0, -1)
+        return (X >= 0).all(-1)
 
     def _mixture_params(self, params):
         return PoissonMixtureParams(jnp.ones(self.n_states, params.rates.dtype), params.rates)
