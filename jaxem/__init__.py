@@ -36,6 +36,8 @@ from .models.hmm import CategoricalHMM as CategoricalHMM
 from .models.hmm import CategoricalHMMParams as CategoricalHMMParams
 from .models.hmm import GaussianHMM as GaussianHMM
 from .models.hmm import GaussianHMMParams as GaussianHMMParams
+from .models.hmm import HMM as HMM
+from .models.hmm import HMMParams as HMMParams
 from .models.hmm import HMMPosterior as HMMPosterior
 from .models.hmm import HMMStatistics as HMMStatistics
 from .models.hmm import PoissonHMM as PoissonHMM

@@ -305,3 +305,33 @@ def test_bad_input_raises_or_flags():
         assert np.all(np.isfinite(r.params.rates))
     ok = f(Xn, jnp.array([2, 5]))  # the NaN is padding
     assert int(ok.status) & ~int(jaxem.Status.MAX_ITER_REACHED) == 0
+
+
+def test_generic_hmm_gradient_m_step_reaches_gaussian_hmm_fit():
+    optax = pytest.importorskip("optax")
+    gm = jaxem.GaussianHMM(2, "diag", reg_covar=0.0)
+    truth = jaxem.GaussianHMMParams(jnp.array([0.6, 0.4]), jnp.array([[0.9, 0.1], [0.2, 0.8]]),
+                                    jnp.array([[-2.0], [2.0]]), jnp.array([[1.0], [0.5]]))
+    X = gm.sample(jax.random.key(0), truth, 100, 3)
+    lengths = jnp.array([100, 80, 60])
+
+    def log_emission(e, x):  # diagonal Gaussian in (loc, log-std)
+        return jnp.sum(-0.5 * (x - e["loc"]) ** 2 * jnp.exp(-2 * e["log_std"]) - e["log_std"]
+                       - 0.5 * jnp.log(2 * jnp.pi), -1)
+
+    model = jaxem.HMM(log_emission, 2)
+    start = jaxem.HMMParams(jnp.array([0.5, 0.5]), jnp.array([[0.7, 0.3], [0.3, 0.7]]),
+                            {"loc": jnp.array([[-1.0], [1.0]]), "log_std": jnp.zeros((2, 1))})
+    gstart = jaxem.GaussianHMMParams(start.initial_probs, start.transition_matrix,
+                                     start.emission["loc"], jnp.ones((2, 1)))
+    np.testing.assert_allclose(model.log_likelihood(start, X, lengths=lengths),
+                               gm.log_likelihood(gstart, X, lengths=lengths), rtol=1e-12)
+    r = jaxem.fit(model, start, X, lengths=lengths, max_iter=200, tol=1e-7,
+                  m_step=jaxem.GradientMStep(optax.adam(0.05), num_steps=20))
+    g = jaxem.fit(gm, gstart, X, lengths=lengths, max_iter=200, tol=1e-9)
+    assert int(r.status) == 0 and int(g.status) == 0
+    np.testing.assert_allclose(r.log_likelihood, g.log_likelihood, atol=1e-6)
+    np.testing.assert_allclose(r.params.transition_matrix, g.params.transition_matrix, atol=1e-4)
+    np.testing.assert_allclose(r.params.emission["loc"], g.params.means, atol=1e-3)
+    np.testing.assert_allclose(jnp.exp(2 * r.params.emission["log_std"]), g.params.covariances,
+                               atol=1e-3)

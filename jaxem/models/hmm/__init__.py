@@ -8,3 +8,5 @@ from .gaussian import GaussianHMM as GaussianHMM
 from .gaussian import GaussianHMMParams as GaussianHMMParams
 from .poisson import PoissonHMM as PoissonHMM
 from .poisson import PoissonHMMParams as PoissonHMMParams
+from .generic import HMM as HMM
+from .generic import HMMParams as HMMParams

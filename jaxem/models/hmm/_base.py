@@ -163,8 +163,8 @@ class HiddenMarkovModel:
         """The `jaxem.fit` hook: public data -> ``(X (S, T, D), frame weights (S, T))``, checked
         (ValueError outside jit; under jit bad lengths give NaN weights, i.e. INVALID_INPUT)."""
         X, w, _ = self._as_sequences(X, weights, lengths)
-        if params is not None and self._frame_ndim == 2:
-            D = self.n_features(params)
+        D = self.n_features(params) if params is not None and self._frame_ndim == 2 else None
+        if D is not None:
             if X.shape[-1] != D:
                 raise ValueError(f"X has {X.shape[-1]} features but the parameters were made for "
                                  f"{D}.")
