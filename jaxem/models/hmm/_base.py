@@ -31,7 +31,8 @@ from ..._status import Status, flag
 from ..._compile import compiled
 from ..._validate import device_array, is_concrete
 from ..._where import select, where
-from ._inference import forward_backward, forward_backward_parallel, safe_log, viterbi
+from ._inference import (forward_backward, forward_backward_parallel, forward_backward_scaled,
+                         safe_log, viterbi)
 
 INFERENCE = ("auto", "sequential", "parallel")
 
@@ -186,10 +187,12 @@ class HiddenMarkovModel:
     def _posteriors(self, params, X, w):
         """γ ``(S, T, K)``, Σ_t ξ ``(S, K, K)``, log p(x_s) ``(S,)`` and the frames' log b."""
         log_b = self._log_b(params, X)
-        fb = forward_backward_parallel if self._use_parallel(X.shape[1]) else forward_backward
         log_pi = safe_log(params.initial_probs)
-        gamma, xi, ll = jax.vmap(fb, (None, None, 0, 0))(
-            log_pi, params.transition_matrix, log_b, w > 0)
+        args = (log_pi, params.transition_matrix, log_b, w > 0)
+        if self._use_parallel(X.shape[1]):
+            gamma, xi, ll = jax.vmap(forward_backward_parallel, (None, None, 0, 0))(*args)
+        else:
+            gamma, xi, ll = forward_backward_scaled(*args)
         return gamma, xi, ll, log_b
 
     # --- expected sufficient statistics and the M-step -------------------------------------------

@@ -74,11 +74,30 @@ class GaussianHMM(HiddenMarkovModel):
         return self._gmm._log_joint_fn(self._mixture_params(params))  # log 1 + log N(x | μ_k, Σ_k)
 
     def _emission_statistics(self, params, frames, rw) -> GaussianMixtureStatistics:
-        """`GaussianMixture`'s statistics about the means with responsibilities ``rw (N, K)``."""
-        y = frames[:, None, :] - params.means[None]
-        st = self._gmm._stats(rw, y)
+        """`GaussianMixture`'s statistics about the means with responsibilities ``rw (N, K)``.
+
+        float64: one GEMM rwᵀ φ(x) of the moments φ(x) = [(x - c)(x - c)ᵀ, x - c, 1] about the
+        centre c of the means (`GaussianMixture`'s "moments" route; ~10x faster than per-state
+        residuals), then shifted to the means by `GaussianMixture._shift`. float32: residuals
+        about each state's mean (exact to rounding far from the origin)."""
         z = jnp.zeros((), frames.dtype)
-        return GaussianMixtureStatistics(st.nk, st.sy, st.syy, z, jnp.sum(st.nk))
+        if jnp.dtype(frames.dtype).itemsize < 8:
+            y = frames[:, None, :] - params.means[None]
+            st = self._gmm._stats(rw, y)
+            return GaussianMixtureStatistics(st.nk, st.sy, st.syy, z, jnp.sum(st.nk))
+        N, D = frames.shape
+        K = params.means.shape[0]
+        c = jnp.mean(params.means, 0)
+        xc = frames - c
+        outer = self.covariance_type in ("full", "tied")
+        sq = (xc[:, :, None] * xc[:, None, :]).reshape(N, D * D) if outer else xc * xc
+        F = sq.shape[1]
+        M = rw.T @ jnp.concatenate([sq, xc, jnp.ones_like(xc[:, :1])], 1)  # (K, F + D + 1)
+        sxx = M[:, :F].reshape(K, D, D) if outer else M[:, :F]
+        if self.covariance_type == "tied":
+            sxx = jnp.sum(sxx, 0)
+        st = GaussianMixtureStatistics(M[:, -1], M[:, F:F + D], sxx, z, jnp.sum(M[:, -1]))
+        return self._gmm._shift(st, c[None] - params.means)  # about c -> about each mean
 
     def _emission_maximize(self, est, params):
         new, status = self._gmm._maximize(est, self._mixture_params(params))
