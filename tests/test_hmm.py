@@ -335,3 +335,15 @@ def test_generic_hmm_gradient_m_step_reaches_gaussian_hmm_fit():
     np.testing.assert_allclose(r.params.emission["loc"], g.params.means, atol=1e-3)
     np.testing.assert_allclose(jnp.exp(2 * r.params.emission["log_std"]), g.params.covariances,
                                atol=1e-3)
+
+
+def test_scaled_route_falls_back_to_log_space_on_underflow():
+    # Only state 0 is reachable (π = [1, 0], A = I), but x_2 = 40 is 800 nats likelier under state
+    # 1: Rabiner's scaled recursion underflows (s_t = 0); the log-space recursion is exact.
+    model = jaxem.GaussianHMM(2, "spherical", inference="sequential")
+    p = jaxem.GaussianHMMParams(jnp.array([1.0, 0.0]), jnp.eye(2), jnp.array([[0.0], [40.0]]),
+                                jnp.array([1.0, 1.0]))
+    x = np.array([[0.0], [40.0], [0.5]])
+    expected = np.sum(-0.5 * x[:, 0] ** 2 - 0.5 * np.log(2 * np.pi))
+    np.testing.assert_allclose(model.score_samples(p, x), expected, rtol=1e-12)
+    np.testing.assert_allclose(model.predict_proba(p, x)[:, 0], 1.0)

@@ -154,61 +154,68 @@ def forward_backward_scaled(log_pi, A, log_b, mask):
     """`forward_backward` for a batch ``log_b (S, T, K)``, ``mask (S, T)`` by Rabiner's scaling,
     with one fallback: the fast route on CPU.
 
-    The emissions enter as b̃_tk = exp(ℓ_tk - max_k ℓ_tk) (one vectorised pass), so each step of the
-    two scans is a K x K matrix product, a product and a sum on ``(S, K)`` arrays, with no
-    transcendental inside the loop; the log-normalisers log c_t = log s_t + max_k ℓ_tk are summed
-    after it (log p(x) = Σ_t log c_t, so no underflow in T). A step's s_t can underflow only if
-    every state that the transitions reach explains x_t worse than some unreachable state by more
-    than the dtype's exponent range (-708 nats in float64, -87 in float32; e.g. transitions that EM
-    drove to ~0). If that happens anywhere in the batch, the whole batch is recomputed by the
-    log-space `forward_backward` (a `jax.lax.cond`; under a caller's `jax.vmap` both run).
+    The emissions enter as b̃_tk = exp(ℓ_tk - max_k ℓ_tk) (one vectorised pass; 1 on padding), so
+    each step of the two scans is a K x K matrix product, a product and a sum on ``(S, K)`` arrays,
+    with no transcendental and no select inside the loop; the log-normalisers log c_t = log s_t +
+    max_k ℓ_tk are summed after it (log p(x) = Σ_t log c_t, so no underflow in T). Padding needs no
+    mask inside the loop because it is at the end: forward values past a sequence's end are never
+    read, and with b̃ = 1 there the backward recursion β̂ ∝ A 1 = 1 arrives uniform at the last
+    real step, as it should. A step's s_t can underflow only if every state that the transitions
+    reach explains x_t worse than some unreachable state by more than the dtype's exponent range
+    (708 nats in float64, 87 in float32; e.g. transitions that EM drove to ~0). If that happens
+    anywhere in the batch, the whole batch is recomputed by the log-space `forward_backward` (a
+    `jax.lax.cond`; under a caller's `jax.vmap` both run).
 
     Returns ``(gamma (S, T, K), xi_sum (S, K, K), log_likelihood (S,))``.
     """
     S, T, K = log_b.shape
     m = jnp.max(log_b, -1)  # (S, T)
-    bt = jnp.exp(log_b - m[..., None])
-    bt_t = jnp.swapaxes(bt, 0, 1)  # (T, S, K): time-major for the scans
-    mask_t = jnp.swapaxes(mask, 0, 1)
-    pi = jnp.exp(log_pi)
-    a0 = pi[None] * bt_t[0]
+    bt = where(mask[..., None], jnp.exp(log_b - m[..., None]), 1.0)
+    # (T, S, K): time-major for the scans, materialised once (the barrier keeps XLA from fusing
+    # its producer into the loops, which made the backward scan ~10x slower).
+    bt_t = jax.lax.optimization_barrier(jnp.swapaxes(bt, 0, 1))
+    a0 = jnp.exp(log_pi)[None] * bt_t[0]
     s0 = jnp.sum(a0, -1)
     alpha0 = a0 / s0[:, None]
 
-    def fwd(alpha, inp):
-        b, mk = inp
+    def fwd(alpha, b):
         a = (alpha @ A) * b
         s = jnp.sum(a, -1)
-        new = a / s[:, None]
-        alpha = where(mk[:, None], new, alpha)
-        return alpha, (alpha, where(mk, s, 1.0))
+        alpha = a / s[:, None]
+        return alpha, (alpha, s)
 
-    _, (alphas, ss) = jax.lax.scan(fwd, alpha0, (bt_t[1:], mask_t[1:]), unroll=8)
+    _, (alphas, ss) = jax.lax.scan(fwd, alpha0, bt_t[1:], unroll=8)
     alphas = jnp.concatenate([alpha0[None], alphas], 0)  # (T, S, K)
     ss = jnp.concatenate([s0[None], ss], 0)  # (T, S)
     ones = jnp.full((S, K), 1.0 / K, log_b.dtype)
+    mask_t = jnp.swapaxes(mask, 0, 1)
+    on = mask_t[1:].astype(log_b.dtype)  # (T-1, S): the transition t -> t+1 is real
 
-    def bwd(beta, inp):  # beta = β̂_{t+1}
-        b, mk = inp
-        e = b * beta
+    def bwd(carry, inp):  # carry: β̂_{t+1} and Σ ξ over the later steps
+        beta, acc = carry
+        b, alpha, o = inp
+        e = b * beta  # ∝ p(x_{t+1} | k) β_{t+1}(k)
         q = e @ A.T
         n = jnp.sum(q, -1)
-        new = q / n[:, None]
-        beta = where(mk[:, None], new, ones)
-        return beta, (beta, e, q, where(mk, n, 1.0))
+        norm = jnp.sum(alpha * q, -1)  # Σ_jk α̂_t(j) A_jk e(k)
+        c = o / where(norm > 0, norm, 1.0)
+        # ξ_t(j, k) = α̂_t(j) A_jk e(k) / norm; A multiplies the sum once at the end.
+        acc = acc + (alpha * c[:, None])[:, :, None] * e[:, None, :]
+        beta = q / n[:, None]
+        return (beta, acc), (beta, n)
 
-    _, (betas, es, qs, ns) = jax.lax.scan(bwd, ones, (bt_t[1:], mask_t[1:]), reverse=True,
-                                          unroll=8)
+    zero = jnp.zeros((S, K, K), log_b.dtype)
+    (_, acc), (betas, ns) = jax.lax.scan(bwd, (ones, zero), (bt_t[1:], alphas[:-1], on),
+                                         reverse=True, unroll=8)
     betas = jnp.concatenate([betas, ones[None]], 0)
     g = alphas * betas
     gamma = jnp.swapaxes(g / jnp.sum(g, -1, keepdims=True), 0, 1)
-    norm = jnp.sum(alphas[:-1] * qs, -1)  # (T-1, S)
-    scale = where(mask_t[1:] & (norm > 0), 1.0 / where(norm > 0, norm, 1.0), 0.0)
-    xi = A[None] * jnp.einsum("tsj,tsk->sjk", alphas[:-1] * scale[..., None], es)
+    xi = A[None] * acc
     ll = jnp.sum(where(mask_t, jnp.log(ss) + jnp.swapaxes(m, 0, 1), 0.0), 0)
-    ok = (jnp.min(ss) > 0) & (jnp.min(ns) > 0) & jnp.all(jnp.isfinite(ll))
+    ok = (jnp.min(where(mask_t, ss, 1.0)) > 0) & (jnp.min(ns) > 0) & jnp.all(jnp.isfinite(ll))
 
-    def fallback(_):
+    def fallback(ops):
+        out, (log_pi, A, log_b, mask) = ops
         return jax.vmap(forward_backward, (None, None, 0, 0))(log_pi, A, log_b, mask)
 
-    return jax.lax.cond(ok, lambda _: (gamma, xi, ll), fallback, None)
+    return jax.lax.cond(ok, lambda ops: ops[0], fallback, ((gamma, xi, ll), (log_pi, A, log_b, mask)))
