@@ -347,3 +347,20 @@ def test_scaled_route_falls_back_to_log_space_on_underflow():
     expected = np.sum(-0.5 * x[:, 0] ** 2 - 0.5 * np.log(2 * np.pi))
     np.testing.assert_allclose(model.score_samples(p, x), expected, rtol=1e-12)
     np.testing.assert_allclose(model.predict_proba(p, x)[:, 0], 1.0)
+
+
+@pytest.mark.slow
+def test_example_hmm_regimes_recovers_states(tmp_path):
+    """examples/hmm_regimes.py runs, saves its PNG and recovers >= 90% of the true regimes."""
+    import pathlib
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, str(root / "examples" / "hmm_regimes.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "hmm_regimes.png").exists()
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("state recovery accuracy"))
+    assert float(line.split(":")[1]) >= 0.9, proc.stdout
+    assert "status: ok" in proc.stdout
