@@ -220,7 +220,7 @@ class HiddenMarkovModel:
 
     def maximize(self, stats: HMMStatistics, params):
         """The closed-form M-step from `sufficient_statistics`."""
-        return self._maximize(stats, params)[0]
+        return _maximize_jit(self, stats, params)[0]
 
     def _maximize(self, st: HMMStatistics, params):
         dtype = params.transition_matrix.dtype
@@ -367,3 +367,8 @@ def _sample_jit(model, key, params, T, n):
 @compiled(static_argnames=("model",))
 def _init_jit(model, key, X, w):
     return model._init(key, X, w)
+
+
+@compiled(static_argnames=("model",))
+def _maximize_jit(model, stats, params):
+    return model._maximize(stats, params)
