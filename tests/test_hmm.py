@@ -145,6 +145,12 @@ def test_baum_welch_matches_hmmlearn(family, ct):
     else:
         np.testing.assert_allclose(res.params.emission_probs, hm.emissionprob_, rtol=1e-6,
                                    atol=1e-10)
+    # model selection: hmmlearn's parameter count, BIC and AIC at (almost) the same parameters
+    n_fit = sum(hm._get_n_fit_scalars_per_param()[c] for c in hm.params)
+    assert model.n_parameters(res.params) == n_fit
+    Xh = Xc.reshape(-1, 1) if family == "categorical" else Xc
+    np.testing.assert_allclose(model.bic(res.params, X, LENGTHS), hm.bic(Xh, LENGTHS), rtol=1e-6)
+    np.testing.assert_allclose(model.aic(res.params, X, LENGTHS), hm.aic(Xh, LENGTHS), rtol=1e-6)
 
 
 def test_forward_backward_sequential_and_parallel_match_reference():
