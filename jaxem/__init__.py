@@ -34,6 +34,18 @@ from ._restarts import fit_restarts as fit_restarts
 from ._select import SelectionResult as SelectionResult
 from ._select import select_n_components as select_n_components
 
+# issue 16: hidden Markov models
+from .models.hmm import CategoricalHMM as CategoricalHMM
+from .models.hmm import CategoricalHMMParams as CategoricalHMMParams
+from .models.hmm import GaussianHMM as GaussianHMM
+from .models.hmm import GaussianHMMParams as GaussianHMMParams
+from .models.hmm import HMM as HMM
+from .models.hmm import HMMParams as HMMParams
+from .models.hmm import HMMPosterior as HMMPosterior
+from .models.hmm import HMMStatistics as HMMStatistics
+from .models.hmm import PoissonHMM as PoissonHMM
+from .models.hmm import PoissonHMMParams as PoissonHMMParams
+
 __version__ = "0.1.0"
 
 # issue 14: EM larger than memory

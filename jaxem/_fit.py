@@ -191,6 +191,7 @@ def fit(
     X,
     *,
     weights=None,
+    lengths=None,
     max_iter: int = 100,
     tol=1e-3,
     m_step=None,
@@ -216,7 +217,10 @@ def fit(
       model: a jaxem model (e.g. `jaxem.GaussianMixture`).
       params: the starting parameters (e.g. from ``model.init``).
       X: ``(N, D)`` data.
-      weights: ``(N,)`` non-negative sample weights; 0 marks padding. None = ones.
+      weights: ``(N,)`` non-negative sample weights; 0 marks padding. None = ones. (HMMs: ``(S,)``
+        per-sequence weights.)
+      lengths: HMMs only: ``(S,)`` lengths of sequences ``X (S, T, D)`` padded at the end (None:
+        all T). A model with ``prepare_data(X, weights, lengths, params)`` lays out its own data.
       max_iter: maximum number of iterations (static).
       tol: tolerance on the change of the mean log-likelihood (may be traced); 0 runs ``max_iter``.
       m_step: None for the model's closed form, or a `jaxem.GradientMStep`.
@@ -246,10 +250,17 @@ def fit(
       >>> result.status
       Array(0, dtype=int32)
     """
-    X, w = as_data(X, weights, model.n_features(params))
-    validate(X, w, model.n_components)
+    prepare = getattr(model, "prepare_data", None)
+    if prepare is not None:  # sequence models: data in the layout their em_update reads, checked
+        X, w = prepare(X, weights, lengths, params)
+    elif lengths is not None:
+        raise ValueError(f"lengths= is for sequence models (HMMs); {type(model).__name__} takes "
+                         "rows X (N, D) without lengths.")
+    else:
+        X, w = as_data(X, weights, model.n_features(params))
+        validate(X, w, model.n_components)
+        model.check_data(X)
     check_params_finite(params)
-    model.check_data(X)
     if adjoint not in ("implicit", "unrolled"):
         raise ValueError(f"adjoint must be 'implicit' or 'unrolled', got {adjoint!r}.")
     if int(max_iter) < 1:

@@ -146,6 +146,9 @@ class GradientMStep:
             new = last
         tol = 1e3 * jnp.finfo(ll.dtype).eps * (1.0 + jnp.abs(f_old))
         status = flag(f_last > f_old + tol, Status.Q_DECREASED)
+        finish = getattr(model, "finish_m_step", None)  # closed-form parts (jaxem.HMM's π and A)
+        if finish is not None:
+            new = finish(new, posterior, X, w)
         return new, state, ll, status
 
 

@@ -1,0 +1,100 @@
+"""Categorical emissions: `CategoricalHMM` over integer symbols 0..C-1."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..._status import Status, flag
+from ..._where import where
+from ._base import HiddenMarkovModel
+from ._inference import safe_log
+
+
+class CategoricalHMMParams(NamedTuple):
+    """initial_probs (K,), transition_matrix (K, K), emission_probs (K, C) (rows sum to 1)."""
+
+    initial_probs: jax.Array
+    transition_matrix: jax.Array
+    emission_probs: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoricalHMM(HiddenMarkovModel):
+    """An HMM over symbols x_t ∈ {0..C-1}: p(x_t = c | z_t = k) = B_kc (Rabiner 1989's discrete
+    HMM). Emission statistics n_kc = Σ w γ_t(k) [x_t = c]; M-step B_kc = n_kc / Σ_c' n_kc'.
+
+    X is integer ``(T,)`` or ``(S, T)`` (floats holding integers are accepted); a non-integer or
+    out-of-range symbol raises ValueError outside jit and gives ``Status.INVALID_INPUT`` under jit.
+
+    Args:
+      n_states: K.
+      n_categories: C.
+      inference: "sequential", "parallel" or "auto" (see `GaussianHMM`).
+
+    Example:
+      >>> import jax, jaxem
+      >>> X = jax.random.randint(jax.random.key(0), (4, 60), 0, 3)
+      >>> model = jaxem.CategoricalHMM(n_states=2, n_categories=3)
+      >>> result = jaxem.fit(model, model.init(jax.random.key(1), X), X)
+    """
+
+    n_states: int
+    n_categories: int
+    inference: str = "auto"
+    _frame_ndim = 1
+
+    def __post_init__(self):
+        self._check_config()
+        if int(self.n_categories) < 1:
+            raise ValueError(f"n_categories must be >= 1, got {self.n_categories}.")
+
+    @property
+    def _support_message(self):
+        return (f"CategoricalHMM needs integer symbols in [0, {self.n_categories}) "
+                "(n_categories); recode X or raise n_categories")
+
+    def n_features(self, params) -> int:
+        return 1
+
+    def _valid(self, X):
+        x = X[..., 0]
+        return (x % 1 == 0) & (x >= 0) & (x < self.n_categories)
+
+    def _symbols(self, frames):
+        return jnp.clip(frames[:, 0], 0, self.n_categories - 1).astype(jnp.int32)
+
+    def _log_emission_fn(self, params):
+        log_B = safe_log(params.emission_probs)  # (K, C)
+        return lambda frames: log_B.T[self._symbols(frames)]
+
+    def _emission_statistics(self, params, frames, rw):
+        """``(K, C)`` expected symbol counts n_kc."""
+        onehot = jax.nn.one_hot(self._symbols(frames), self.n_categories, dtype=rw.dtype)
+        return rw.T @ onehot
+
+    def _emission_maximize(self, est, params):
+        row = jnp.sum(est, 1, keepdims=True)
+        dtype = params.emission_probs.dtype
+        empty = row[:, 0] <= 10 * jnp.finfo(dtype).eps * jnp.sum(row)
+        B = where(empty[:, None], params.emission_probs, est / where(row > 0, row, 1.0))
+        return params._replace(emission_probs=B.astype(dtype)), flag(jnp.any(empty),
+                                                                     Status.EMPTY_COMPONENT)
+
+    def _emission_init(self, key, frames, w, pi, A):
+        """Symbol frequencies times uniform(0.5, 1.5) noise per state, normalised."""
+        counts = w @ jax.nn.one_hot(self._symbols(frames), self.n_categories, dtype=w.dtype)
+        freq = (counts + 1.0) / jnp.sum(counts + 1.0)
+        noise = jax.random.uniform(key, (self.n_states, self.n_categories), w.dtype, 0.5, 1.5)
+        B = freq[None] * noise
+        return CategoricalHMMParams(pi, A, B / jnp.sum(B, 1, keepdims=True))
+
+    def _draw(self, key, params, z):
+        x = jax.random.categorical(key, safe_log(params.emission_probs)[z])
+        return x.astype(jnp.int32)
+
+    def _n_emission_parameters(self, params) -> int:
+        return self.n_states * (self.n_categories - 1)

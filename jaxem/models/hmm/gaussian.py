@@ -1,0 +1,126 @@
+"""Gaussian emissions: `GaussianHMM` (the M-step is `GaussianMixture`'s, on γ-weighted frames)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..._init import init_from_responsibilities
+from ..._where import where
+from ..gaussian_mixture import GaussianMixture, GaussianMixtureParams, GaussianMixtureStatistics
+from ._base import HiddenMarkovModel
+
+
+class GaussianHMMParams(NamedTuple):
+    """initial_probs (K,), transition_matrix (K, K), means (K, D), covariances (GaussianMixture's
+    layouts: full (K, D, D), diag (K, D), spherical (K,), tied (D, D))."""
+
+    initial_probs: jax.Array
+    transition_matrix: jax.Array
+    means: jax.Array
+    covariances: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianHMM(HiddenMarkovModel):
+    """An HMM with Gaussian emissions p(x_t | z_t = k) = N(x_t | μ_k, Σ_k), fitted by Baum-Welch.
+
+    The emission statistics are `GaussianMixture`'s (about the current means, so float32 stays
+    accurate) with the smoothed marginals w_s γ_{s,t}(k) as responsibilities, and the emission
+    M-step is `GaussianMixture`'s (``reg_covar`` added to every covariance's diagonal, an empty
+    state keeps its mean and covariance with ``Status.EMPTY_COMPONENT``).
+
+    Args:
+      n_states: K.
+      covariance_type: "full", "diag", "spherical" or "tied".
+      reg_covar: added to the diagonal of the covariances at each M-step.
+      inference: "sequential" (`lax.scan`), "parallel" (`lax.associative_scan`) or "auto"
+        (sequential on CPU, parallel on GPU/TPU for T >= 256).
+
+    Example:
+      >>> import jax, jaxem
+      >>> model = jaxem.GaussianHMM(n_states=2, covariance_type="diag")
+      >>> X = jax.random.normal(jax.random.key(0), (3, 50, 2))   # 3 sequences of 50 steps
+      >>> params = model.init(jax.random.key(1), X)
+      >>> result = jaxem.fit(model, params, X, lengths=jax.numpy.array([50, 40, 30]))
+    """
+
+    n_states: int
+    covariance_type: str = "full"
+    reg_covar: float = 1e-6
+    inference: str = "auto"
+
+    def __post_init__(self):
+        self._check_config()
+        self._gmm  # validates covariance_type and reg_covar
+
+    @property
+    def _gmm(self) -> GaussianMixture:
+        return GaussianMixture(self.n_states, self.covariance_type, self.reg_covar,
+                               statistics="residuals")
+
+    def n_features(self, params) -> int:
+        return params.means.shape[-1]
+
+    def _mixture_params(self, params):
+        K = self.n_states
+        return GaussianMixtureParams(jnp.ones(K, params.means.dtype), params.means,
+                                     params.covariances)
+
+    def _log_emission_fn(self, params):
+        return self._gmm._log_joint_fn(self._mixture_params(params))  # log 1 + log N(x | μ_k, Σ_k)
+
+    def _emission_statistics(self, params, frames, rw) -> GaussianMixtureStatistics:
+        """`GaussianMixture`'s statistics about the means with responsibilities ``rw (N, K)``.
+
+        float64: one GEMM rwᵀ φ(x) of the moments φ(x) = [(x - c)(x - c)ᵀ, x - c, 1] about the
+        centre c of the means (`GaussianMixture`'s "moments" route; ~10x faster than per-state
+        residuals), then shifted to the means by `GaussianMixture._shift`. float32: residuals
+        about each state's mean (exact to rounding far from the origin)."""
+        z = jnp.zeros((), frames.dtype)
+        if jnp.dtype(frames.dtype).itemsize < 8:
+            y = frames[:, None, :] - params.means[None]
+            st = self._gmm._stats(rw, y)
+            return GaussianMixtureStatistics(st.nk, st.sy, st.syy, z, jnp.sum(st.nk))
+        N, D = frames.shape
+        K = params.means.shape[0]
+        c = jnp.mean(params.means, 0)
+        xc = frames - c
+        outer = self.covariance_type in ("full", "tied")
+        sq = (xc[:, :, None] * xc[:, None, :]).reshape(N, D * D) if outer else xc * xc
+        F = sq.shape[1]
+        M = rw.T @ jnp.concatenate([sq, xc, jnp.ones_like(xc[:, :1])], 1)  # (K, F + D + 1)
+        sxx = M[:, :F].reshape(K, D, D) if outer else M[:, :F]
+        if self.covariance_type == "tied":
+            sxx = jnp.sum(sxx, 0)
+        st = GaussianMixtureStatistics(M[:, -1], M[:, F:F + D], sxx, z, jnp.sum(M[:, -1]))
+        return self._gmm._shift(st, c[None] - params.means)  # about c -> about each mean
+
+    def _emission_maximize(self, est, params):
+        new, status = self._gmm._maximize(est, self._mixture_params(params))
+        return params._replace(means=new.means, covariances=new.covariances), status
+
+    def _emission_init(self, key, frames, w, pi, A):
+        """k-means on the frames, then the Gaussian M-step of its labels (hmmlearn's start)."""
+        gp = init_from_responsibilities(self._gmm, key, frames, w, "kmeans")
+        return GaussianHMMParams(pi, A, gp.means, gp.covariances)
+
+    def _draw(self, key, params, z):
+        n, T = z.shape
+        D = params.means.shape[-1]
+        eps = jax.random.normal(key, (n, T, D), params.means.dtype)
+        ct, cov = self.covariance_type, params.covariances
+        mu = params.means[z]
+        if ct == "full":
+            return mu + jnp.einsum("ntde,nte->ntd", jnp.linalg.cholesky(cov)[z], eps)
+        if ct == "tied":
+            return mu + eps @ jnp.linalg.cholesky(cov).T
+        if ct == "diag":
+            return mu + eps * jnp.sqrt(cov[z])
+        return mu + eps * jnp.sqrt(cov[z])[..., None]
+
+    def _n_emission_parameters(self, params) -> int:
+        return self._gmm.n_parameters(self._mixture_params(params)) - (self.n_states - 1)
