@@ -165,7 +165,7 @@ def check_params_finite(params, name: str = "params") -> None:
     if not leaves or not is_concrete(leaves):
         return
     fields = getattr(params, "_fields", None)
-    bad = [i for i, l in enumerate(leaves) if not np.all(np.isfinite(np.asarray(l)))]
+    bad = [i for i, l in enumerate(leaves) if not bool(_finite_leaves([l]))]  # no host copy
     if bad:
         where_ = (f" (field {fields[bad[0]]!r})" if fields and len(fields) == len(leaves) else "")
         raise ValueError(
