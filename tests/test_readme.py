@@ -40,6 +40,15 @@ def test_readme_block_runs_as_written(code, tmp_path):
     env["PYTHONPATH"] = os.pathsep.join(
         [str(pathlib.Path(jaxem.__file__).parent.parent), env.get("PYTHONPATH", "")])
     env.setdefault("MPLBACKEND", "Agg")
+    if "jax.distributed.initialize" in code:  # the multi-host recipe: one copy per process
+        (tmp_path / "hosts.py").write_text(code)
+        procs = [subprocess.Popen([sys.executable, "hosts.py", str(rank)], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for rank in (0, 1)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        for p, (_, err) in zip(procs, outs):
+            assert p.returncode == 0, f"block failed:\n{code}\n--- stderr ---\n{err[-3000:]}"
+        return
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"block failed:\n{code}\n--- stderr ---\n{proc.stderr[-3000:]}"
