@@ -96,7 +96,8 @@ def _step(model, updater, X, w, total_w, tol, state: _State):
     params = select(ok, new, select(ok_ll, state.params, state.prev_params))
     prev = select(ok, state.params, state.prev_params)
     status = state.status | where(ok, st, int(Status.NONFINITE))
-    converged = ok_ll & (jnp.abs(ll - state.ll) < tol)
+    # An M-step that rejected every step leaves θ unchanged: not evidence of convergence.
+    converged = ok_ll & (jnp.abs(ll - state.ll) < tol) & ((st & int(Status.STEP_REJECTED)) == 0)
     return _State(
         i=state.i + 1,
         params=params,
