@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ._adjoint import implicit_params
+from ._checks import positive_int, tolerance
 from ._compile import compiled
 from ._mstep import ClosedFormMStep
 from ._progress import with_progress
@@ -186,7 +187,9 @@ def fit(
 
     Raises:
       ValueError: outside jit, for bad input (non-finite X, negative weights, shape mismatches,
-        more components than rows with positive weight). Under jit these give a non-zero status.
+        more components than rows with positive weight, a NaN or negative ``tol``); always for
+        ``params`` of the wrong shapes for ``model``. Under jit bad values give a non-zero status.
+        Floating ``params`` are cast to X's dtype.
 
     Example:
       >>> import jax, jaxem
@@ -199,10 +202,12 @@ def fit(
     X, w = as_data(X, weights, model.n_features(params))
     validate(X, w, model.n_components)
     model.check_data(X)
+    model.check_params(params)
+    params = _cast_params(params, X.dtype)
     if adjoint not in ("implicit", "unrolled"):
         raise ValueError(f"adjoint must be 'implicit' or 'unrolled', got {adjoint!r}.")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+    max_iter = positive_int("max_iter", max_iter)
+    tolerance(tol)
     updater = ClosedFormMStep() if m_step is None else m_step
     tol = device_array(tol, X.dtype)
     static = dict(max_iter=int(max_iter), updater=updater, adjoint=adjoint, progress=bool(progress),
@@ -210,6 +215,16 @@ def fit(
     if _hashable(model) and _hashable(updater):
         return _fit_compiled(model, params, X, w, tol, **static)
     return _fit_impl(model, params, X, w, tol, **static)  # unhashable user objects: no cache
+
+
+def _cast_params(params, dtype):
+    """Real floating leaves of ``params`` in X's dtype (the loop carries them with X's precision;
+    float32 params with float64 data would otherwise change type inside the while_loop)."""
+    def cast(a):
+        a = a if isinstance(a, (jax.Array, jax.core.Tracer)) else device_array(a)
+        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    return jax.tree_util.tree_map(cast, params)
 
 
 def _hashable(x) -> bool:

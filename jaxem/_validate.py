@@ -38,12 +38,20 @@ def as_data(X, weights=None, n_features: int | None = None, name: str = "X"):
     """
     if not isinstance(X, (jax.Array, jax.core.Tracer)):
         X = np.asarray(X)
+    if jnp.issubdtype(X.dtype, jnp.complexfloating):
+        raise ValueError(
+            f"{name} is complex ({X.dtype}); jaxem's models are for real data. Pass the real "
+            f"and imaginary parts as separate columns, e.g. np.concatenate([{name}.real, "
+            f"{name}.imag], axis=1)."
+        )
     X = device_array(X, None if jnp.issubdtype(X.dtype, jnp.floating) else jnp.result_type(float))
     if X.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {X.shape}; "
             "reshape a single feature with X.reshape(-1, 1) or a single sample with X.reshape(1, -1)."
         )
+    if X.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features (shape {X.shape}); pass at least one column.")
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
             f"{name} has {X.shape[1]} features but the parameters were made for {n_features}; "
@@ -102,3 +110,31 @@ def status_of_data(X, weights, n_components: int | None = None) -> jax.Array:
         n_pos = jnp.sum(where(weights > 0, 1.0, 0.0), dtype=X.dtype)
         code = code | flag(n_pos < n_components, Status.TOO_FEW_SAMPLES)
     return code
+
+
+def finite_rows(X, what: str, name: str = "X") -> None:
+    """ValueError naming the rows of a concrete ``X`` that hold NaN or inf (for ``what``)."""
+    Xn = np.asarray(X)
+    bad = np.flatnonzero(~np.all(np.isfinite(Xn), axis=1))
+    if bad.size:
+        raise ValueError(
+            f"{name} contains NaN or inf in {bad.size} row(s) (first: {bad[:5].tolist()}); {what} "
+            "needs finite rows: drop or impute them first."
+        )
+
+
+def check_sample_params(weights, *arrays, names=()) -> None:
+    """ValueError (concrete params only) if mixture ``weights`` are not a distribution or another
+    parameter array is not finite: sampling from them would give garbage without an error."""
+    if not is_concrete(weights, arrays):
+        return
+    w = np.asarray(weights)
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and np.sum(w) > 0):
+        raise ValueError(
+            f"params.weights must be finite, non-negative and not all 0 to sample, got {w}; "
+            "fit or initialise the model again (check the fit's status)."
+        )
+    for a, n in zip(arrays, names):
+        if not np.all(np.isfinite(np.asarray(a))):
+            raise ValueError(f"params.{n} contains NaN or inf; cannot sample from it (check the "
+                             "fit's status).")
