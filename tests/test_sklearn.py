@@ -3,6 +3,7 @@
 import functools
 import pathlib
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -218,3 +219,77 @@ def test_importing_jaxem_does_not_import_sklearn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=ROOT)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+# --- issue 15: no silent wrong answers (atomic fit, scikit-learn's messages, warm-start convergence)
+def _fitted_state(est):
+    """Every attribute of the estimator (fitted ones included), copied."""
+    return {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else
+                list(v) if isinstance(v, list) else v) for k, v in vars(est).items()}
+
+
+def _assert_same_state(est, state):
+    assert set(vars(est)) == set(state)
+    for k, v in state.items():
+        got = getattr(est, k)
+        if isinstance(v, np.ndarray):
+            assert got.dtype == v.dtype, k
+            np.testing.assert_array_equal(got, v, err_msg=k)
+        else:
+            assert type(got) is type(v) and got == v, k
+
+
+ILL_DEFINED = ("Fitting the mixture model failed because some components have ill-defined empirical "
+               "covariance (for instance caused by singleton or collapsed samples). Try to decrease "
+               "the number of components, increase reg_covar, or scale the input data.")
+
+
+@pytest.mark.parametrize("ct", ["full", "diag"])
+def test_failed_fit_leaves_the_estimator_exactly_as_it_was(iris, ct):
+    est = GaussianMixture(2, covariance_type=ct, reg_covar=0, random_state=0).fit(iris)
+    state, labels = _fitted_state(est), est.predict(iris)
+    cases = [
+        (np.ones((50, 4)), ILL_DEFINED),  # collapsed data, reg_covar=0 (was SciPy's LinAlgError)
+        (iris * 1e200, "X's scale overflows float64"),  # finite, but its squares are not
+        (iris.astype(np.float32) * 1e20, "X's scale overflows float32"),
+        (np.ones((50, 3)), ILL_DEFINED),  # after validate_data set n_features_in_ = 3: restored
+    ]
+    for X, msg in cases:
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            est.fit(X)
+        _assert_same_state(est, state)
+        np.testing.assert_array_equal(est.predict(iris), labels)
+    # the estimator still refits normally afterwards
+    assert est.fit(iris).converged_
+
+
+def test_verbose_without_tqdm_prints_sklearns_messages(iris, monkeypatch, capsys):
+    """Without tqdm, verbose=2 prints scikit-learn's messages (time lapses aside) from the trace."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # `import tqdm` now raises ImportError
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    ours, theirs = _pair(iris, 3, "full", tol=1e-4, verbose=2, verbose_interval=3, **ITER)
+    ours.fit(iris)
+    out_ours = capsys.readouterr().out
+    theirs.fit(iris)
+    out_theirs = capsys.readouterr().out
+    strip = lambda s: re.sub(r"time lapse [0-9.]+s", "time lapse -", s)
+    assert "Initialization 0\n  Iteration 3\t" in out_ours and "lower bound" in out_ours
+    assert strip(out_ours) == strip(out_theirs)
+
+
+def test_warm_start_detects_convergence_after_one_iteration_like_sklearn(iris):
+    """A warm start compares its first lower bound with the previous fit's lower_bound_: with
+    max_iter=1 the repeated fits converge at the same refit as scikit-learn's."""
+    ours, theirs = _pair(iris, 3, "full", tol=1e-3, warm_start=True, max_iter=1)
+    counts = []
+    for est in (ours, theirs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for i in range(200):
+                est.fit(iris)
+                if est.converged_:
+                    break
+        counts.append(i)
+    assert ours.converged_ and ours.n_iter_ == 1 and counts[0] == counts[1] > 1
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-7)
