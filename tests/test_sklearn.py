@@ -293,3 +293,115 @@ def test_warm_start_detects_convergence_after_one_iteration_like_sklearn(iris):
     assert ours.converged_ and ours.n_iter_ == 1 and counts[0] == counts[1] > 1
     np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=0, atol=1e-8)
     np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-7)
+
+
+# --- scikit-learn's own test file, run against jaxem.sklearn.GaussianMixture ------------------------
+# sklearn/mixture/tests/test_gaussian_mixture.py of the installed scikit-learn, with its
+# `from sklearn.mixture import GaussianMixture` replaced by jaxem's, run by pytest in a subprocess.
+# Left out: tests of scikit-learn's private helpers (they never touch the estimator, or mock/set its
+# private methods) and the array-API tests (skipped in this environment anyway).
+SKLEARN_PRIVATE = {
+    "test_suffstat_sk_full", "test_suffstat_sk_tied", "test_suffstat_sk_diag",
+    "test_gaussian_suffstat_sk_spherical", "test_compute_log_det_cholesky",
+    "test_gaussian_mixture_log_probabilities",
+    "test_gaussian_mixture_precisions_init",  # calls the private _set_parameters
+    "test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters",  # mocks a private helper
+    "test_gaussian_mixture_array_api_compliance",
+    "test_gaussian_mixture_raises_where_array_api_not_implemented",
+}
+SKLEARN_EXPECTED_PASS = {
+    "test_gaussian_mixture_attributes", "test_check_means", "test_check_precisions",
+    "test_gaussian_mixture_estimate_log_prob_resp", "test_gaussian_mixture_predict_predict_proba",
+    "test_gaussian_mixture_fit_predict", "test_gaussian_mixture_fit_predict_n_init",
+    "test_gaussian_mixture_fit", "test_gaussian_mixture_fit_best_params",
+    "test_gaussian_mixture_fit_convergence_warning", "test_multiple_init",
+    "test_gaussian_mixture_n_parameters", "test_bic_1d_1component", "test_gaussian_mixture_aic_bic",
+    "test_gaussian_mixture_verbose", "test_warm_start", "test_convergence_detected_with_warm_start",
+    "test_score", "test_score_samples", "test_monotonic_likelihood", "test_regularisation",
+    "test_fitted_precision_covariance_concistency", "test_sample", "test_init",
+    "test_gaussian_mixture_setting_best_params", "test_init_means_not_duplicated",
+    "test_means_for_all_inits", "test_max_iter_zero", "test_gaussian_mixture_precisions_init_diag",
+    "test_gaussian_mixture_single_component_stable",
+}
+# scikit-learn's own message for weights outside [0, 1] swaps "max" and "min" (it formats
+# (min, max) into "max value {}, min value {}"); jaxem prints them the right way round.
+SKLEARN_EXPECTED_FAIL = {"test_check_weights"}
+# By default, a fast subset (~15 s on a quiet machine, mostly the subprocess's imports): three of
+# the tests issue 15 fixed, a divergence case next to them, and the documented failure. The other
+# two it fixed (test_regularisation, test_gaussian_mixture_verbose: ~20 s) are covered here by
+# test_failed_fit_leaves_the_estimator_exactly_as_it_was and
+# test_verbose_without_tqdm_prints_sklearns_messages, and run with the whole file (-m slow).
+SKLEARN_FAST = ["test_init", "test_convergence_detected_with_warm_start",
+                "test_monotonic_likelihood", "test_gaussian_mixture_setting_best_params",
+                "test_check_weights"]
+
+_SKLEARN_CONFTEST = '''
+import sys
+import numpy as np
+import pytest
+
+sys.modules["tqdm"] = sys.modules["tqdm.auto"] = None  # as without tqdm: the printed fallback
+
+
+@pytest.fixture(params=[np.float64])  # scikit-learn's default (float32 needs an opt-in variable)
+def global_dtype(request):
+    return request.param
+
+
+@pytest.fixture(params=[42])  # scikit-learn's default seed
+def global_random_seed(request):
+    return request.param
+'''
+
+
+def _run_sklearn_test_file(tmp_path, names):
+    """Outcome per test function ("passed" if every parametrisation passed) of ``names``."""
+    import importlib.util
+    import xml.etree.ElementTree as ET
+
+    spec = importlib.util.find_spec("sklearn.mixture.tests.test_gaussian_mixture")
+    src = pathlib.Path(spec.origin).read_text()
+    line = "from sklearn.mixture import GaussianMixture\n"
+    assert src.count(line) == 1
+    (tmp_path / "test_gm_jaxem.py").write_text(
+        src.replace(line, "from jaxem.sklearn import GaussianMixture\n"))
+    (tmp_path / "conftest.py").write_text(_SKLEARN_CONFTEST)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+           "-W", "ignore", "--junitxml=report.xml", "--rootdir", str(tmp_path)]
+    cmd += [f"test_gm_jaxem.py::{n}" for n in sorted(names)]
+    env = dict(__import__("os").environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    outcomes = {}
+    for case in ET.parse(tmp_path / "report.xml").getroot().iter("testcase"):
+        name = case.get("name").split("[")[0]
+        bad = case.find("failure") is not None or case.find("error") is not None
+        skipped = case.find("skipped") is not None
+        prev = outcomes.get(name, "skipped")
+        outcomes[name] = "failed" if bad or prev == "failed" else (
+            prev if skipped else "passed")
+    return outcomes, out.stdout[-3000:]
+
+
+def _check_sklearn_outcomes(outcomes, names, log):
+    assert set(outcomes) == set(names), log  # every requested test was found and run
+    passed = {n for n, o in outcomes.items() if o == "passed"}
+    assert passed == set(names) - SKLEARN_EXPECTED_FAIL, log
+    assert all(outcomes[n] == "failed" for n in SKLEARN_EXPECTED_FAIL & set(names)), log
+
+
+def test_sklearn_own_test_file_fast_subset(tmp_path):
+    outcomes, log = _run_sklearn_test_file(tmp_path, SKLEARN_FAST)
+    _check_sklearn_outcomes(outcomes, SKLEARN_FAST, log)
+
+
+@pytest.mark.slow
+def test_sklearn_own_test_file(tmp_path):
+    """The whole file (~80 s of CPU): 30 of its 31 estimator tests pass."""
+    names = SKLEARN_EXPECTED_PASS | SKLEARN_EXPECTED_FAIL
+    outcomes, log = _run_sklearn_test_file(tmp_path, names)
+    _check_sklearn_outcomes(outcomes, names, log)
+    import importlib.util  # the file holds no estimator test we did not classify
+    src = pathlib.Path(importlib.util.find_spec(
+        "sklearn.mixture.tests.test_gaussian_mixture").origin).read_text()
+    defined = set(re.findall(r"^def (test_\w+)\(", src, re.M))
+    assert defined == names | SKLEARN_PRIVATE
