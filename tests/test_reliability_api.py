@@ -67,26 +67,35 @@ def _global_x64(value):
 _GMM2 = jaxem.GaussianMixture(2)
 
 
-def _one(key, X):
-    return jaxem.fit(_GMM2, _GMM2.init(key, X), X, max_iter=30)
+def _one(p, X):  # from given starts: no k-means program to compile
+    return jaxem.fit(_GMM2, jaxem.GaussianMixtureParams(*p), X, max_iter=10)
 
 
 @pytest.mark.parametrize("global_x64,local_x64,dtype", [(False, True, np.float64),
                                                          (True, False, np.float32)])
 def test_batched_threads_use_the_callers_x64_context(global_x64, local_x64, dtype):
-    Xs = np.stack([blobs(seed=s, n=60, d=2, k=2)[0] for s in range(4)])  # float64 NumPy
-    keys = np.asarray(jax.random.key_data(jax.random.split(jax.random.key(1), 4)))
+    """Inside ``with jax.enable_x64(local):`` the worker threads compute as the caller's thread
+    does (x64 is thread-local: they used to see the global setting): same dtype, same numbers."""
+    Xs = np.stack([blobs(seed=s, n=40, d=2, k=2)[0] for s in range(4)])  # float64 NumPy
+    starts = (np.full((4, 2), 0.5), Xs[:, :2].copy(), np.tile(np.eye(2), (4, 2, 1, 1)))
     with _global_x64(global_x64), jax.enable_x64(local_x64):
-        wrapped = lambda k, X: _one(jax.random.wrap_key_data(k), X)
-        for data in (Xs, jnp.asarray(Xs)):  # NumPy input and JAX arrays (made in the context)
-            threaded = jaxem.batched(wrapped, n_threads=2)(keys, data)
-            single = jaxem.batched(wrapped, n_threads=1)(keys, data)
-            assert threaded.params.means.dtype == dtype == single.params.means.dtype
+        inputs = [(starts, Xs)]  # NumPy input: was silently computed in the global precision
+        if local_x64:  # JAX float64 arrays: were a while_loop carry TypeError in the threads
+            inputs.append(jax.tree_util.tree_map(jnp.asarray, (starts, Xs)))
+        for p, X in inputs:
+            threaded = jaxem.batched(_one, n_threads=2)(p, X)
+            single = jaxem.batched(_one, n_threads=1)(p, X)
+            assert threaded.params.means.dtype == dtype
             for a, b in zip(jax.tree_util.tree_leaves(threaded), jax.tree_util.tree_leaves(single)):
                 assert a.dtype == b.dtype
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-        best = jaxem.fit_restarts(_GMM2, jax.random.key(0), Xs[0], 4, max_iter=30)
-        assert best.params.means.dtype == dtype
+        if local_x64:  # fit_restarts runs its restarts through the same threads
+            init = lambda k: jaxem.GaussianMixtureParams(
+                jnp.full(2, 0.5), jnp.asarray(Xs[0, :2]) + jax.random.normal(k, (2, 2)),
+                jnp.tile(jnp.eye(2), (2, 1, 1)))
+            best = jaxem.fit_restarts(_GMM2, jax.random.key(0), Xs[0], 4, init_fn=init,
+                                      max_iter=10, batch_size=1)
+            assert best.params.means.dtype == dtype
 
 
 # --- argument validation: a ValueError that names the argument ---------------------------------------
