@@ -132,8 +132,16 @@ def batched(fn: Callable, *, batch_size: int | None = None,
         m = -(-n // min(t, n))  # members per part; the last part may overlap the one before
         starts = [min(i * m, n - m) for i in range(-(-n // m))]
         part.precompile(0, *args, size=m)  # compile once, before the threads ask for it
+        # `jax.enable_x64` is a thread-local context: a worker thread starts from the global
+        # setting, so the caller's (e.g. inside `with jax.enable_x64(True):`) is passed on.
+        x64 = bool(jax.config.jax_enable_x64)
+
+        def run(s):
+            with jax.enable_x64(x64):
+                return part(s, *args, size=m)
+
         with concurrent.futures.ThreadPoolExecutor(len(starts)) as pool:
-            parts = list(pool.map(lambda s: part(s, *args, size=m), starts))
+            parts = list(pool.map(run, starts))
         spans = tuple((i * m - s, min((i + 1) * m, n) - s) for i, s in enumerate(starts))
         return _join(parts, spans=spans)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _shard
 from ._adjoint import implicit_params
+from ._checks import positive_int, tolerance
 from ._compile import compiled
 from ._mstep import ClosedFormMStep
 from ._progress import with_progress
@@ -131,7 +132,8 @@ def _step(model, updater, X, w, total_w, tol, state: _State):
     params = select(ok, new, select(ok_ll, state.params, state.prev_params))
     prev = select(ok, state.params, state.prev_params)
     status = state.status | where(ok, st, int(Status.NONFINITE))
-    converged = ok_ll & (jnp.abs(ll - state.ll) < tol)
+    # An M-step that rejected every step leaves θ unchanged: not evidence of convergence.
+    converged = ok_ll & (jnp.abs(ll - state.ll) < tol) & ((st & int(Status.STEP_REJECTED)) == 0)
     return _State(
         i=state.i + 1,
         params=params,
@@ -239,8 +241,10 @@ def fit(
 
     Raises:
       ValueError: outside jit, for bad input (non-finite X or params, negative weights, shape
-        mismatches, more components than rows with positive weight). Under jit these give a
-        non-zero status (``Status.INVALID_INPUT``, ``Status.TOO_FEW_SAMPLES``).
+        mismatches, more components than rows with positive weight, a NaN or negative ``tol``);
+        always for ``params`` of the wrong shapes for ``model``. Under jit bad values give a
+        non-zero status (``Status.INVALID_INPUT``, ``Status.TOO_FEW_SAMPLES``). Floating
+        ``params`` are cast to X's dtype.
 
     Example:
       >>> import jax, jaxem
@@ -260,11 +264,13 @@ def fit(
         X, w = as_data(X, weights, model.n_features(params))
         validate(X, w, model.n_components)
         model.check_data(X)
+        model.check_params(params)
     check_params_finite(params)
+    params = _cast_params(params, X.dtype)
     if adjoint not in ("implicit", "unrolled"):
         raise ValueError(f"adjoint must be 'implicit' or 'unrolled', got {adjoint!r}.")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+    max_iter = positive_int("max_iter", max_iter)
+    tolerance(tol)
     updater = ClosedFormMStep() if m_step is None else m_step
     if accelerate == "squarem":
         updater = Squarem(updater)
@@ -280,6 +286,16 @@ def fit(
     if _hashable(model) and _hashable(updater):
         return _fit_compiled(model, params, X, w, tol, **static)
     return _fit_impl(model, params, X, w, tol, **static)  # unhashable user objects: no cache
+
+
+def _cast_params(params, dtype):
+    """Real floating leaves of ``params`` in X's dtype (the loop carries them with X's precision;
+    float32 params with float64 data would otherwise change type inside the while_loop)."""
+    def cast(a):
+        a = a if isinstance(a, (jax.Array, jax.core.Tracer)) else device_array(a)
+        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    return jax.tree_util.tree_map(cast, params)
 
 
 def _hashable(x) -> bool:

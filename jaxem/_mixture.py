@@ -49,6 +49,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from ._checks import optional_positive_int, positive_int
 from .models._base import Mixture
 
 
@@ -93,13 +94,9 @@ class MixtureModel(Mixture):
             raise ValueError(
                 f"log_joint must be a function (params, x) -> (K,), got {type(log_joint).__name__}."
             )
-        if int(n_components) < 1:
-            raise ValueError(f"n_components must be >= 1, got {n_components}.")
-        if n_features is not None and int(n_features) < 1:
-            raise ValueError(f"n_features must be a positive int or None, got {n_features}.")
         object.__setattr__(self, "log_joint", log_joint)
-        object.__setattr__(self, "n_components", int(n_components))
-        object.__setattr__(self, "_n_features", None if n_features is None else int(n_features))
+        object.__setattr__(self, "n_components", positive_int("n_components", n_components))
+        object.__setattr__(self, "_n_features", optional_positive_int("n_features", n_features))
 
     def n_features(self, params) -> int | None:
         """D if given to the constructor, else None (then the data's width is not checked)."""

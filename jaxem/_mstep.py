@@ -65,8 +65,9 @@ class GradientMStep:
     ``Status.Q_DECREASED`` in the fit's status. With ``safe=True`` the M-step returns the best iterate
     θ_j (j = 0..num_steps) in Q instead of the last one, so Q never decreases (θ_old is a candidate)
     and the log-likelihood trace is non-decreasing; the flag still reports overshooting steps. If
-    every step of an M-step is rejected the log-likelihood does not move and the fit stops as
-    converged: check ``status`` for ``Q_DECREASED`` and lower the learning rate.
+    every step of an M-step is rejected (non-finite, or lowering Q) the parameters cannot move: the
+    fit stops there with ``Status.STEP_REJECTED`` (a failure; ``converged`` is False), rather than
+    mistaking the unchanged log-likelihood for convergence. Lower the learning rate.
 
     The optimizer moves every leaf of ``params`` freely: it is meant for unconstrained
     parametrisations (softmax logits, log-scales, Cholesky factors with log-diagonal; see
@@ -140,12 +141,21 @@ class GradientMStep:
             body, (params, state, params, inf), None, length=int(self.num_steps)
         )
         f_old, f_last = values[0], f(last)
+        tol = 1e3 * jnp.finfo(ll.dtype).eps * (1.0 + jnp.abs(f_old))
+        # `~(a <= b)` rather than `a > b`: a NaN objective counts as a decrease of Q.
+        status = flag(~(f_last <= f_old + tol), Status.Q_DECREASED)
         if self.safe:
-            new = select(f_last < best_f, last, best)
+            take_last = f_last < best_f
+            new = select(take_last, last, best)
+            # No iterate beat θ_old although some step was non-finite or lowered Q: the M-step
+            # rejected everything. The parameters would not move and the next E-step would look
+            # converged; report it instead (a failure that stops the loop).
+            moved = take_last | (best_f < f_old)
+            # (a boolean all, not a max: XLA's CPU max reduction can drop NaNs)
+            rose = ~jnp.all(jnp.append(values, f_last) <= f_old + tol)
+            status = status | flag(~moved & rose, Status.STEP_REJECTED)
         else:
             new = last
-        tol = 1e3 * jnp.finfo(ll.dtype).eps * (1.0 + jnp.abs(f_old))
-        status = flag(f_last > f_old + tol, Status.Q_DECREASED)
         finish = getattr(model, "finish_m_step", None)  # closed-form parts (jaxem.HMM's π and A)
         if finish is not None:
             new = finish(new, posterior, X, w)

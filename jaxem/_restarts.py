@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from ._batch import auto_batch_size, batched
+from ._checks import positive_int
 from ._fit import FitResult, fit
 from ._status import FATAL
 from ._where import where
@@ -55,9 +56,7 @@ def fit_restarts(model, key, X, n_init: int, *, weights=None, init_method: str |
       >>> X = jax.random.normal(jax.random.key(0), (200, 2))
       >>> best = jaxem.fit_restarts(jaxem.GaussianMixture(3), jax.random.key(1), X, n_init=4)
     """
-    n_init = int(n_init)
-    if n_init < 1:
-        raise ValueError(f"n_init must be >= 1, got {n_init}.")
+    n_init = positive_int("n_init", n_init)
     if init_fn is None:
         kw = {} if init_method is None else {"method": init_method}
         init_fn = lambda k: model.init(k, X, weights, **kw)

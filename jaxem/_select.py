@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._batch import auto_batch_size, batched
+from ._checks import positive_int, tolerance
 from ._compile import compiled
 from ._fit import FitResult, fit
 from ._restarts import best_restart
@@ -146,9 +147,11 @@ def select_n_components(key, X, n_components_range, covariance_types=("full",), 
     """
     if criterion not in ("bic", "aic"):
         raise ValueError(f"criterion must be 'bic' or 'aic', got {criterion!r}.")
-    Ks = tuple(sorted({int(k) for k in n_components_range}))
-    if not Ks or Ks[0] < 1:
+    Ks = tuple(sorted({positive_int("n_components_range entries", k) for k in n_components_range}))
+    if not Ks:
         raise ValueError(f"n_components_range must hold integers >= 1, got {n_components_range!r}.")
+    n_init = positive_int("n_init", n_init)
+    tolerance(tol)
     X, w = as_data(X, weights)
     validate(X, w, Ks[-1])
     K_max, D = Ks[-1], X.shape[1]

@@ -24,6 +24,7 @@ class Status(enum.IntFlag):
     MAX_ITER_REACHED = 8
     Q_DECREASED = 16
     TOO_FEW_SAMPLES = 32
+    STEP_REJECTED = 64
 
 
 _MESSAGES = {
@@ -57,10 +58,16 @@ _MESSAGES = {
         "fewer rows with positive weight than n_components; the parameters were returned "
         "unchanged. Use fewer components or more data."
     ),
+    Status.STEP_REJECTED: (
+        "no step accepted: every optimizer step of a generalized-EM M-step (GradientMStep, "
+        "safe=True) was non-finite or lowered the Q-function, so the parameters stopped moving; "
+        "the fit stopped there and is not converged (the last accepted parameters were returned). "
+        "Lower the learning rate or use another optimizer."
+    ),
 }
 
 # Flags that stop the EM loop at once.
-FATAL = Status.INVALID_INPUT | Status.NONFINITE | Status.TOO_FEW_SAMPLES
+FATAL = Status.INVALID_INPUT | Status.NONFINITE | Status.TOO_FEW_SAMPLES | Status.STEP_REJECTED
 
 
 def describe_status(code) -> str:

@@ -39,6 +39,12 @@ def as_data(X, weights=None, n_features: int | None = None, name: str = "X"):
     """
     if not isinstance(X, (jax.Array, jax.core.Tracer)):
         X = np.asarray(X)
+    if jnp.issubdtype(X.dtype, jnp.complexfloating):
+        raise ValueError(
+            f"{name} is complex ({X.dtype}); jaxem's models are for real data. Pass the real "
+            f"and imaginary parts as separate columns, e.g. np.concatenate([{name}.real, "
+            f"{name}.imag], axis=1)."
+        )
     # Integers and half precision (float16, bfloat16: eps ~1e-3, max 6.5e4 for float16) are
     # computed in float32 (or the default float): second moments of half-precision data overflow.
     half = jnp.issubdtype(X.dtype, jnp.floating) and jnp.dtype(X.dtype).itemsize < 4
@@ -49,6 +55,8 @@ def as_data(X, weights=None, n_features: int | None = None, name: str = "X"):
             f"{name} must be a 2-D array of shape (n_samples, n_features), got shape {X.shape}; "
             "reshape a single feature with X.reshape(-1, 1) or a single sample with X.reshape(1, -1)."
         )
+    if X.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features (shape {X.shape}); pass at least one column.")
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
             f"{name} has {X.shape[1]} features but the parameters were made for {n_features}; "
@@ -192,3 +200,31 @@ def check_init_result(params, X) -> None:
         f"model.init gave non-finite parameters: X's scale (max |x| = {big:.3g}) is beyond what "
         f"{dtype.name} holds in second moments (x² up to {float(jnp.finfo(dtype).max):.3g}); "
         "rescale X (e.g. standardize it), or pass float64 data with jax_enable_x64.")
+
+
+def finite_rows(X, what: str, name: str = "X") -> None:
+    """ValueError naming the rows of a concrete ``X`` that hold NaN or inf (for ``what``)."""
+    Xn = np.asarray(X)
+    bad = np.flatnonzero(~np.all(np.isfinite(Xn), axis=1))
+    if bad.size:
+        raise ValueError(
+            f"{name} contains NaN or inf in {bad.size} row(s) (first: {bad[:5].tolist()}); {what} "
+            "needs finite rows: drop or impute them first."
+        )
+
+
+def check_sample_params(weights, *arrays, names=()) -> None:
+    """ValueError (concrete params only) if mixture ``weights`` are not a distribution or another
+    parameter array is not finite: sampling from them would give garbage without an error."""
+    if not is_concrete(weights, arrays):
+        return
+    w = np.asarray(weights)
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and np.sum(w) > 0):
+        raise ValueError(
+            f"params.weights must be finite, non-negative and not all 0 to sample, got {w}; "
+            "fit or initialise the model again (check the fit's status)."
+        )
+    for a, n in zip(arrays, names):
+        if not np.all(np.isfinite(np.asarray(a))):
+            raise ValueError(f"params.{n} contains NaN or inf; cannot sample from it (check the "
+                             "fit's status).")

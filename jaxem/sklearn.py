@@ -31,8 +31,8 @@ from sklearn.utils.validation import _check_sample_weight, check_array, check_is
 
 from ._compile import compiled
 from ._fit import fit
-from ._restarts import fit_restarts
-from ._status import FATAL, describe_status
+from ._batch import auto_batch_size, batched
+from ._status import FATAL, Status, describe_status
 from .models.gaussian_mixture import GaussianMixture as _GMM
 from .models.gaussian_mixture import GaussianMixtureParams
 
@@ -41,19 +41,27 @@ __all__ = ["GaussianMixture"]
 
 # --- compiled programs (module level: shared by all estimators, cached per static config/shape) ----
 # The PRNG key is made from the integer seed inside the programs: an eager `jax.random.key` or
-# `split` would compile programs of its own (~0.1 s of a cold fit).
+# `split` would compile programs of its own (~0.1 s of a cold fit). Restart i starts from
+# ``fold_in(key(seed), i)``, so restart 0 of ``n_init=k`` is the ``n_init=1`` fit for the same seed
+# (as in scikit-learn, where more restarts can only improve the chosen lower bound).
 @compiled(static_argnames=("model", "n_init", "init_method", "max_iter", "progress"))
 def _fit_from_seed(seed, X, w, tol, given, *, model, n_init, init_method, max_iter, progress):
+    """Every restart's `FitResult` (a leading ``n_init`` axis); the best is chosen on the host."""
     key = jax.random.key(seed)
 
-    def init_fn(k):
-        if init_method is None:  # every parameter given (or a warm start)
-            return GaussianMixtureParams(*given)
-        p = _init(model, k, X, w, init_method)
-        return GaussianMixtureParams(*(p if g is None else g for p, g in zip(p, given)))
+    def one(i):
+        p = _start(model, jax.random.fold_in(key, i), X, w, given, init_method)
+        return fit(model, p, X, weights=w, max_iter=max_iter, tol=tol, progress=progress)
 
-    return fit_restarts(model, key, X, n_init, weights=w, init_fn=init_fn, max_iter=max_iter,
-                        tol=tol, progress=progress)
+    bs = auto_batch_size(n_init, X.size)
+    return batched(one, batch_size=bs)(jnp.arange(n_init, dtype=jnp.uint32))
+
+
+def _start(model, key, X, w, given, init_method):
+    if init_method is None:  # every parameter given (or a warm start)
+        return GaussianMixtureParams(*given)
+    p = _init(model, key, X, w, init_method)
+    return GaussianMixtureParams(*(p if g is None else g for p, g in zip(p, given)))
 
 
 def _init(model, key, X, w, init_method):
@@ -64,9 +72,9 @@ def _init(model, key, X, w, init_method):
 
 @compiled(static_argnames=("model", "init_method"))
 def _init_only(seed, X, w, given, *, model, init_method):
-    """The start of a single fit: the same as member 0 of ``_fit_from_seed``."""
-    p = _init(model, jax.random.split(jax.random.key(seed), 1)[0], X, w, init_method)
-    return GaussianMixtureParams(*(p if g is None else g for p, g in zip(p, given)))
+    """The start of a single fit: the same as restart 0 of ``_fit_from_seed``."""
+    key = jax.random.fold_in(jax.random.key(seed), jnp.uint32(0))
+    return _start(model, key, X, w, given, init_method)
 
 
 @compiled(static_argnames=("model",))
@@ -101,13 +109,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     Same iterates as `sklearn.mixture.GaussianMixture` from the same start (E-step, M-step with
     ``reg_covar`` on the diagonal, stop after the first iteration whose lower-bound change is below
-    ``tol``). Differences: ``fit`` accepts ``sample_weight``; the ``n_init`` restarts run as one
-    batched call (`jaxem.fit_restarts`) and the best is the one with the highest final
-    log-likelihood; ``verbose >= 1`` shows a tqdm bar (``verbose_interval`` is accepted and ignored);
-    a warm start's first iteration is compared with -inf (not with the previous ``lower_bound_``), so
-    it runs at least two iterations; a component given weight exactly 0 in ``weights_init`` stays
-    switched off. Initial k-means uses jaxem's own k-means, so random starts differ from
-    scikit-learn's; ``sample`` uses NumPy with ``random_state`` exactly as scikit-learn does.
+    ``tol``; a warm start's first lower bound is compared with the previous ``lower_bound_``).
+    The ``n_init`` restarts run as one batched call (`jaxem.batched`); restart i starts from
+    ``fold_in(key(seed), i)``, so restart 0 is the ``n_init=1`` fit, and the best is chosen as
+    scikit-learn does (highest final lower bound, first on ties). ``fit`` is atomic: if it raises
+    (bad input, or scikit-learn's "ill-defined empirical covariance" ValueError), the estimator is
+    left exactly as it was. Differences: ``fit`` accepts ``sample_weight``; ``verbose >= 1`` shows
+    a tqdm bar when tqdm is installed (else scikit-learn's messages, printed after the compiled
+    fit, without time lapses); a component given weight exactly 0 in ``weights_init`` stays
+    switched off; data whose squares overflow the dtype is refused with a ValueError. Initial
+    k-means uses jaxem's own k-means, so random starts differ from scikit-learn's; ``sample`` uses
+    NumPy with ``random_state`` exactly as scikit-learn does.
 
     Parameters and attributes: see `sklearn.mixture.GaussianMixture`.
     """
@@ -159,7 +171,29 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self._log_joint_np(self._fit(X, sample_weight)).argmax(1)
 
     def _fit(self, X, sample_weight):
-        """Validate, fit, set the fitted attributes; returns the validated ``X``."""
+        """Validate, fit, set the fitted attributes; returns the validated ``X``.
+
+        Atomic: everything is computed first and assigned at the end, and a fit that raises leaves
+        the estimator exactly as it was (``validate_data``'s ``n_features_in_`` included).
+        """
+        before = dict(self.__dict__)
+        try:
+            X, fitted, res = self._compute_fit(X, sample_weight)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+        self.__dict__.update(fitted)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init parameters, "
+                "or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+            )
+        return X
+
+    def _compute_fit(self, X, sample_weight):
+        """Everything `fit` sets, without setting it: ``(X, {attribute: value}, result)``."""
         self._validate_params()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         K = self.n_components
@@ -168,6 +202,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"Expected n_samples >= n_components but got n_components = {K}, "
                 f"n_samples = {X.shape[0]}"
             )
+        _check_scale(X)
         w = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
         if np.sum(w > 0) < K:
             raise ValueError(
@@ -179,6 +214,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "converged_")
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         Xp, wp = _pad(X, w)
+        progress = self.verbose > 0 and _have_tqdm()
+        runs = []  # (trace, n_iter, converged) of every restart, for the printed messages
         with _precision(X.dtype):
             seed = np.int32(seed)
             res = None
@@ -195,49 +232,92 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 fixed = all(g is not None for g in given)
                 n_init = 1 if fixed or K == 1 else self.n_init
                 init_method = None if fixed else self.init_params
+                max_iter = self.max_iter
+                # scikit-learn compares a warm start's first lower bound with the previous fit's
+                # `lower_bound_` (jaxem.fit with -inf): converged after one iteration if close.
+                warm_done = warm and abs(self._mean_log_likelihood(
+                    params, Xp, wp, model) - self.lower_bound_) < self.tol
+                if warm_done:
+                    max_iter = 1
                 if n_init == 1:  # jaxem's own init and fit programs (shared, no batch axis)
                     params = (GaussianMixtureParams(*given) if fixed else _init_only(
                         seed, Xp, wp, given, model=model, init_method=init_method))
                     res = fit(model, params, Xp, weights=wp, tol=self.tol,
-                              max_iter=self.max_iter, progress=self.verbose > 0)
+                              max_iter=max_iter, progress=progress)
+                    jax.effects_barrier()
+                    res = jax.tree_util.tree_map(np.asarray, res)
+                    runs = [res]
                 else:
-                    res = _fit_from_seed(seed, Xp, wp, self.tol, given, model=model,
-                                        n_init=n_init, init_method=init_method,
-                                        max_iter=self.max_iter, progress=self.verbose > 0)
-            if res is not None:
-                jax.effects_barrier()
-                params, res = res.params, jax.tree_util.tree_map(np.asarray, res)
+                    every = _fit_from_seed(seed, Xp, wp, self.tol, given, model=model,
+                                           n_init=n_init, init_method=init_method,
+                                           max_iter=max_iter, progress=progress)
+                    jax.effects_barrier()
+                    every = jax.tree_util.tree_map(np.asarray, every)
+                    runs = [jax.tree_util.tree_map(lambda a: a[i], every) for i in range(n_init)]
+                    res = runs[_best_restart(every)]
+                if warm_done:
+                    res = res._replace(converged=np.bool_(True), status=np.int32(
+                        int(res.status) & ~int(Status.MAX_ITER_REACHED)))
+                params = res.params
             params = jax.tree_util.tree_map(lambda a: np.asarray(a, X.dtype), params)
-        self._set_fitted(params, res)
+        if self.verbose > 0 and not progress:
+            self._print_verbose(runs)
         if res is not None and int(res.status) & int(FATAL):
-            warnings.warn(describe_status(int(res.status)), RuntimeWarning)
-        if not self.converged_ and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init parameters, "
-                "or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
-            )
-        return X
+            if int(res.status) & int(Status.NONFINITE):
+                raise ValueError(_ILL_DEFINED + f" (jaxem: {describe_status(int(res.status))})")
+            raise ValueError(describe_status(int(res.status)))
+        return X, self._fitted_attributes(params, res), res
 
-    def _set_fitted(self, params, res):
-        self.weights_, self.means_, self.covariances_ = params
-        self.precisions_cholesky_ = _precision_cholesky(self.covariances_, self.covariance_type)
+    def _mean_log_likelihood(self, params, Xp, wp, model):
+        """(1/Σw) Σ_n w_n log p(x_n | params) on padded data (scikit-learn's lower bound)."""
+        lj = np.asarray(_log_joint(jax.tree_util.tree_map(jnp.asarray, params),
+                                   jnp.asarray(Xp), model=model))
+        ll = scipy.special.logsumexp(lj, axis=1)
+        return float(np.sum(np.where(wp > 0, wp * ll, 0.0)) / np.sum(wp))
+
+    def _print_verbose(self, runs):
+        """scikit-learn's messages, printed after the (compiled) fit from each restart's trace:
+        the fallback when tqdm is not installed (no time lapses: the loop runs inside XLA)."""
+        for i, r in enumerate(runs):
+            print("Initialization %d" % i)
+            n, trace = int(r.n_iter), np.asarray(r.trace)
+            prev = -np.inf
+            for it in range(1, n + 1):
+                if it % self.verbose_interval == 0:
+                    if self.verbose == 1:
+                        print("  Iteration %d" % it)
+                    else:
+                        print("  Iteration %d\t time lapse %.5fs\t ll change %.5f"
+                              % (it, 0.0, trace[it - 1] - prev))
+                prev = trace[it - 1]
+            msg = "converged" if bool(r.converged) else "did not converge"
+            if self.verbose == 1:
+                print(f"Initialization {msg}.")
+            else:
+                lb = trace[n - 1] if n else -np.inf
+                print(f"Initialization {msg}. time lapse {0.0:.5f}s\t lower bound {lb:.5f}.")
+
+    def _fitted_attributes(self, params, res):
+        """The fitted attributes as a dict; ValueError (scikit-learn's message) for a covariance
+        that is not positive definite or parameters that are not finite."""
+        weights, means, covariances = params
+        if not all(np.all(np.isfinite(a)) for a in params):
+            raise ValueError(_ILL_DEFINED)
+        out = dict(weights_=weights, means_=means, covariances_=covariances)
+        out["precisions_cholesky_"] = P = _precision_cholesky(covariances, self.covariance_type)
         if self.covariance_type in ("full", "tied"):
-            P = self.precisions_cholesky_
-            self.precisions_ = P @ np.swapaxes(P, -1, -2)
+            out["precisions_"] = P @ np.swapaxes(P, -1, -2)
         else:
-            self.precisions_ = self.precisions_cholesky_**2
+            out["precisions_"] = P**2
         if res is None:
-            self.converged_, self.n_iter_ = False, 0
-            self.lower_bound_, self.lower_bounds_ = -np.inf, []
-            self.status_ = 0
+            out.update(converged_=False, n_iter_=0, lower_bound_=-np.inf, lower_bounds_=[],
+                       status_=0)
         else:
             n = int(res.n_iter)
-            self.converged_ = bool(res.converged)
-            self.n_iter_ = n
-            self.lower_bounds_ = [float(v) for v in res.trace[:n]]
-            self.lower_bound_ = self.lower_bounds_[-1] if n else -np.inf
-            self.status_ = int(res.status)
+            lbs = [float(v) for v in res.trace[:n]]
+            out.update(converged_=bool(res.converged), n_iter_=n, lower_bounds_=lbs,
+                       lower_bound_=lbs[-1] if n else -np.inf, status_=int(res.status))
+        return out
 
     def _given_params(self, X):
         """weights_init, means_init and the covariances of precisions_init, checked, as X.dtype."""
@@ -368,14 +448,63 @@ def _covariances_from_precisions(prec, ct):
     return out[0] if ct == "tied" else out
 
 
+_ILL_DEFINED = (
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
+    "number of components, increase reg_covar, or scale the input data."
+)
+
+
+def _have_tqdm() -> bool:
+    try:
+        import tqdm.auto  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _check_scale(X):
+    """ValueError if squares of the data overflow X's dtype (the E- and M-steps sum them)."""
+    fmax = float(np.finfo(X.dtype).max)
+    scale = float(np.max(np.abs(X))) if X.size else 0.0
+    if scale > np.sqrt(fmax / (10.0 * max(X.size, 1))):
+        raise ValueError(
+            f"X's scale overflows {X.dtype}: max |x| = {scale:.3g}, but the fit sums squares of "
+            f"the data, which must stay below {fmax:.3g}. Rescale the input data (e.g. "
+            "sklearn.preprocessing.StandardScaler)" + (", or pass float64 data." if
+                                                        X.dtype == np.float32 else ".")
+        )
+
+
+def _best_restart(results) -> int:
+    """scikit-learn's choice among restarts: the highest final lower bound (the log-likelihood at
+    the parameters entering the last iteration, ``trace[n_iter - 1]``), the first on ties; restarts
+    with a failure status are never chosen unless all have one."""
+    n = np.maximum(np.asarray(results.n_iter), 1)
+    lb = np.take_along_axis(np.asarray(results.trace), (n - 1)[:, None], 1)[:, 0]
+    ok = ((np.asarray(results.status) & int(FATAL)) == 0) & np.isfinite(lb)
+    return int(np.argmax(np.where(ok, lb, -np.inf)))
+
+
 def _precision_cholesky(cov, ct):
-    """scikit-learn's ``precisions_cholesky_``: P = L⁻ᵀ with L Lᵀ = Σ (P Pᵀ = Σ⁻¹)."""
+    """scikit-learn's ``precisions_cholesky_``: P = L⁻ᵀ with L Lᵀ = Σ (P Pᵀ = Σ⁻¹); ValueError
+    (scikit-learn's message) if a covariance is not positive definite."""
     if ct in ("diag", "spherical"):
-        return 1.0 / np.sqrt(cov)
+        if np.any(cov <= 0.0):
+            # A singleton's ML variance is 0 (reg_covar=0), to rounding of either sign. The fit
+            # stopped before an E-step used it (else it reports NONFINITE, raised above).
+            warnings.warn("some components have zero variance (singleton or collapsed samples); "
+                          "their precisions are inf. Increase reg_covar.", RuntimeWarning)
+            cov = np.maximum(cov, 0.0)
+        with np.errstate(divide="ignore"):
+            return 1.0 / np.sqrt(cov)
     mats = cov[None] if ct == "tied" else cov
     out = []
     for m in mats:
-        L = scipy.linalg.cholesky(m, lower=True)
+        try:
+            L = scipy.linalg.cholesky(m, lower=True)
+        except (np.linalg.LinAlgError, ValueError):
+            raise ValueError(_ILL_DEFINED) from None
         out.append(scipy.linalg.solve_triangular(L, np.eye(m.shape[0], dtype=m.dtype), lower=True).T)
     out = np.stack(out).astype(cov.dtype)
     return out[0] if ct == "tied" else out

@@ -174,7 +174,7 @@ def test_rank_and_sample_count_checks():
         jaxem.FactorAnalysis(4).init(jax.random.key(0), X)
     with pytest.raises(ValueError, match="larger than the number of rows"):
         jaxem.PPCA(1).init(jax.random.key(0), X[:1])  # at least 2 rows to estimate a variance
-    with pytest.raises(ValueError, match="n_components must be >= 1"):
+    with pytest.raises(ValueError, match="n_components must be a positive int"):
         jaxem.FactorAnalysis(0)
 
 

@@ -3,6 +3,7 @@
 import functools
 import pathlib
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -118,19 +119,29 @@ def test_n_init_best_is_at_least_every_restart(iris):
 
 
 def test_estimator_n_init_keeps_its_best_restart(iris):
-    """The estimator's n_init=10 fit scores at least as well as each of its own 10 restarts
-    (reproduced from its seed and its padded data) and equals the best of them."""
+    """n_init=10, reproduced from the estimator's seed and padded data: restart i starts from
+    ``fold_in(key(seed), i)`` (so restart 0 is the n_init=1 fit) and the chosen restart is the one
+    with the highest final lower bound, as scikit-learn chooses (first on ties)."""
+    import jax.numpy as jnp
+
     from jaxem.sklearn import _pad
 
     est = GaussianMixture(3, n_init=10, init_params="random", random_state=0).fit(iris)
+    one = GaussianMixture(3, n_init=1, init_params="random", random_state=0).fit(iris)
     seed = np.random.RandomState(0).randint(np.iinfo(np.int32).max)
     Xp, wp = _pad(iris, np.ones(len(iris)))
-    _, everyone = jaxem.fit_restarts(jaxem.GaussianMixture(3), jax.random.key(seed), Xp, 10,
-                                     weights=wp, init_method="random", return_all=True)
-    lls = np.asarray(everyone.log_likelihood)
-    assert np.ptp(lls) > 1e-3  # the restarts differ
-    assert est.score(iris) >= lls.max() - 1e-10
-    np.testing.assert_allclose(est.score(iris), lls.max(), rtol=0, atol=1e-10)
+    model, key = jaxem.GaussianMixture(3), jax.random.key(seed)
+    run = jax.jit(lambda i: jaxem.fit(model, model.init(jax.random.fold_in(key, i), Xp, wp,
+                                                        method="random"), Xp, weights=wp))
+    results = [run(jnp.uint32(i)) for i in range(10)]
+    lbs = np.array([float(r.trace[int(r.n_iter) - 1]) for r in results])
+    assert np.ptp(lbs) > 1e-3  # the restarts differ, so choosing matters
+    best = int(np.argmax(lbs))
+    np.testing.assert_allclose(est.lower_bound_, lbs[best], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(est.means_, results[best].params.means, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(one.lower_bound_, lbs[0], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(one.means_, results[0].params.means, rtol=0, atol=1e-8)
+    assert est.lower_bound_ >= one.lower_bound_
 
 
 def test_pickle_round_trip(iris):
@@ -162,8 +173,8 @@ def test_sample_weight_equals_duplicated_rows(iris):
 
 
 def test_warm_start_continues_the_fit(iris):
-    """A warm-started second fit continues from the first, as scikit-learn's (tol=0: fixed count,
-    so the one documented difference, the first iteration's convergence test, does not arise)."""
+    """A warm-started second fit continues from the first, as scikit-learn's (tol=0: a fixed
+    iteration count; the first iteration's convergence test is in test_reliability_api.py)."""
     ours, theirs = _pair(iris, 3, "full", tol=0.0, warm_start=True, **ITER)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -208,3 +219,189 @@ def test_importing_jaxem_does_not_import_sklearn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=ROOT)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+# --- issue 15: no silent wrong answers (atomic fit, scikit-learn's messages, warm-start convergence)
+def _fitted_state(est):
+    """Every attribute of the estimator (fitted ones included), copied."""
+    return {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else
+                list(v) if isinstance(v, list) else v) for k, v in vars(est).items()}
+
+
+def _assert_same_state(est, state):
+    assert set(vars(est)) == set(state)
+    for k, v in state.items():
+        got = getattr(est, k)
+        if isinstance(v, np.ndarray):
+            assert got.dtype == v.dtype, k
+            np.testing.assert_array_equal(got, v, err_msg=k)
+        else:
+            assert type(got) is type(v) and got == v, k
+
+
+ILL_DEFINED = ("Fitting the mixture model failed because some components have ill-defined empirical "
+               "covariance (for instance caused by singleton or collapsed samples). Try to decrease "
+               "the number of components, increase reg_covar, or scale the input data.")
+
+
+@pytest.mark.parametrize("ct", ["full", "diag"])
+def test_failed_fit_leaves_the_estimator_exactly_as_it_was(iris, ct):
+    est = GaussianMixture(2, covariance_type=ct, reg_covar=0, random_state=0).fit(iris)
+    state, labels = _fitted_state(est), est.predict(iris)
+    cases = [
+        (np.ones((50, 4)), ILL_DEFINED),  # collapsed data, reg_covar=0 (was SciPy's LinAlgError)
+        (iris * 1e200, "X's scale overflows float64"),  # finite, but its squares are not
+        (iris.astype(np.float32) * 1e20, "X's scale overflows float32"),
+        (np.ones((50, 3)), ILL_DEFINED),  # after validate_data set n_features_in_ = 3: restored
+    ]
+    for X, msg in cases:
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            est.fit(X)
+        _assert_same_state(est, state)
+        np.testing.assert_array_equal(est.predict(iris), labels)
+    # the estimator still refits normally afterwards
+    assert est.fit(iris).converged_
+
+
+def test_verbose_without_tqdm_prints_sklearns_messages(iris, monkeypatch, capsys):
+    """Without tqdm, verbose=2 prints scikit-learn's messages (time lapses aside) from the trace."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # `import tqdm` now raises ImportError
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    ours, theirs = _pair(iris, 3, "full", tol=1e-4, verbose=2, verbose_interval=3, **ITER)
+    ours.fit(iris)
+    out_ours = capsys.readouterr().out
+    theirs.fit(iris)
+    out_theirs = capsys.readouterr().out
+    strip = lambda s: re.sub(r"time lapse [0-9.]+s", "time lapse -", s)
+    assert "Initialization 0\n  Iteration 3\t" in out_ours and "lower bound" in out_ours
+    assert strip(out_ours) == strip(out_theirs)
+
+
+def test_warm_start_detects_convergence_after_one_iteration_like_sklearn(iris):
+    """A warm start compares its first lower bound with the previous fit's lower_bound_: with
+    max_iter=1 the repeated fits converge at the same refit as scikit-learn's."""
+    ours, theirs = _pair(iris, 3, "full", tol=1e-3, warm_start=True, max_iter=1)
+    counts = []
+    for est in (ours, theirs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for i in range(200):
+                est.fit(iris)
+                if est.converged_:
+                    break
+        counts.append(i)
+    assert ours.converged_ and ours.n_iter_ == 1 and counts[0] == counts[1] > 1
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-7)
+
+
+# --- scikit-learn's own test file, run against jaxem.sklearn.GaussianMixture ------------------------
+# sklearn/mixture/tests/test_gaussian_mixture.py of the installed scikit-learn, with its
+# `from sklearn.mixture import GaussianMixture` replaced by jaxem's, run by pytest in a subprocess.
+# Left out: tests of scikit-learn's private helpers (they never touch the estimator, or mock/set its
+# private methods) and the array-API tests (skipped in this environment anyway).
+SKLEARN_PRIVATE = {
+    "test_suffstat_sk_full", "test_suffstat_sk_tied", "test_suffstat_sk_diag",
+    "test_gaussian_suffstat_sk_spherical", "test_compute_log_det_cholesky",
+    "test_gaussian_mixture_log_probabilities",
+    "test_gaussian_mixture_precisions_init",  # calls the private _set_parameters
+    "test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters",  # mocks a private helper
+    "test_gaussian_mixture_array_api_compliance",
+    "test_gaussian_mixture_raises_where_array_api_not_implemented",
+}
+SKLEARN_EXPECTED_PASS = {
+    "test_gaussian_mixture_attributes", "test_check_means", "test_check_precisions",
+    "test_gaussian_mixture_estimate_log_prob_resp", "test_gaussian_mixture_predict_predict_proba",
+    "test_gaussian_mixture_fit_predict", "test_gaussian_mixture_fit_predict_n_init",
+    "test_gaussian_mixture_fit", "test_gaussian_mixture_fit_best_params",
+    "test_gaussian_mixture_fit_convergence_warning", "test_multiple_init",
+    "test_gaussian_mixture_n_parameters", "test_bic_1d_1component", "test_gaussian_mixture_aic_bic",
+    "test_gaussian_mixture_verbose", "test_warm_start", "test_convergence_detected_with_warm_start",
+    "test_score", "test_score_samples", "test_monotonic_likelihood", "test_regularisation",
+    "test_fitted_precision_covariance_concistency", "test_sample", "test_init",
+    "test_gaussian_mixture_setting_best_params", "test_init_means_not_duplicated",
+    "test_means_for_all_inits", "test_max_iter_zero", "test_gaussian_mixture_precisions_init_diag",
+    "test_gaussian_mixture_single_component_stable",
+}
+# scikit-learn's own message for weights outside [0, 1] swaps "max" and "min" (it formats
+# (min, max) into "max value {}, min value {}"); jaxem prints them the right way round.
+SKLEARN_EXPECTED_FAIL = {"test_check_weights"}
+# By default, a fast subset (~15 s on a quiet machine, mostly the subprocess's imports): three of
+# the tests issue 15 fixed, a divergence case next to them, and the documented failure. The other
+# two it fixed (test_regularisation, test_gaussian_mixture_verbose: ~20 s) are covered here by
+# test_failed_fit_leaves_the_estimator_exactly_as_it_was and
+# test_verbose_without_tqdm_prints_sklearns_messages, and run with the whole file (-m slow).
+SKLEARN_FAST = ["test_init", "test_convergence_detected_with_warm_start",
+                "test_monotonic_likelihood", "test_gaussian_mixture_setting_best_params",
+                "test_check_weights"]
+
+_SKLEARN_CONFTEST = '''
+import sys
+import numpy as np
+import pytest
+
+sys.modules["tqdm"] = sys.modules["tqdm.auto"] = None  # as without tqdm: the printed fallback
+
+
+@pytest.fixture(params=[np.float64])  # scikit-learn's default (float32 needs an opt-in variable)
+def global_dtype(request):
+    return request.param
+
+
+@pytest.fixture(params=[42])  # scikit-learn's default seed
+def global_random_seed(request):
+    return request.param
+'''
+
+
+def _run_sklearn_test_file(tmp_path, names):
+    """Outcome per test function ("passed" if every parametrisation passed) of ``names``."""
+    import importlib.util
+    import xml.etree.ElementTree as ET
+
+    spec = importlib.util.find_spec("sklearn.mixture.tests.test_gaussian_mixture")
+    src = pathlib.Path(spec.origin).read_text()
+    line = "from sklearn.mixture import GaussianMixture\n"
+    assert src.count(line) == 1
+    (tmp_path / "test_gm_jaxem.py").write_text(
+        src.replace(line, "from jaxem.sklearn import GaussianMixture\n"))
+    (tmp_path / "conftest.py").write_text(_SKLEARN_CONFTEST)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+           "-W", "ignore", "--junitxml=report.xml", "--rootdir", str(tmp_path)]
+    cmd += [f"test_gm_jaxem.py::{n}" for n in sorted(names)]
+    env = dict(__import__("os").environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    outcomes = {}
+    for case in ET.parse(tmp_path / "report.xml").getroot().iter("testcase"):
+        name = case.get("name").split("[")[0]
+        bad = case.find("failure") is not None or case.find("error") is not None
+        skipped = case.find("skipped") is not None
+        prev = outcomes.get(name, "skipped")
+        outcomes[name] = "failed" if bad or prev == "failed" else (
+            prev if skipped else "passed")
+    return outcomes, out.stdout[-3000:]
+
+
+def _check_sklearn_outcomes(outcomes, names, log):
+    assert set(outcomes) == set(names), log  # every requested test was found and run
+    passed = {n for n, o in outcomes.items() if o == "passed"}
+    assert passed == set(names) - SKLEARN_EXPECTED_FAIL, log
+    assert all(outcomes[n] == "failed" for n in SKLEARN_EXPECTED_FAIL & set(names)), log
+
+
+def test_sklearn_own_test_file_fast_subset(tmp_path):
+    outcomes, log = _run_sklearn_test_file(tmp_path, SKLEARN_FAST)
+    _check_sklearn_outcomes(outcomes, SKLEARN_FAST, log)
+
+
+@pytest.mark.slow
+def test_sklearn_own_test_file(tmp_path):
+    """The whole file (~80 s of CPU): 30 of its 31 estimator tests pass."""
+    names = SKLEARN_EXPECTED_PASS | SKLEARN_EXPECTED_FAIL
+    outcomes, log = _run_sklearn_test_file(tmp_path, names)
+    _check_sklearn_outcomes(outcomes, names, log)
+    import importlib.util  # the file holds no estimator test we did not classify
+    src = pathlib.Path(importlib.util.find_spec(
+        "sklearn.mixture.tests.test_gaussian_mixture").origin).read_text()
+    defined = set(re.findall(r"^def (test_\w+)\(", src, re.M))
+    assert defined == names | SKLEARN_PRIVATE

@@ -7,8 +7,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from .._checks import optional_positive_int, param_shapes, positive_int
 from .._chunk import chunked_map, chunked_sum
-from .._validate import as_data
+from .._validate import as_data, finite_rows, is_concrete
 from .._where import where
 
 
@@ -40,8 +41,18 @@ class Model:
 
     def __post_init__(self):
         """Configuration checks shared by every family (dataclass subclasses inherit this)."""
-        if int(self.n_components) < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}.")
+        # Normalised to a Python int (a NumPy integer would hash the same but print differently).
+        object.__setattr__(self, "n_components", positive_int("n_components", self.n_components))
+        if "chunk_size" in getattr(self, "__dataclass_fields__", {}):
+            optional_positive_int("chunk_size", self.chunk_size)
+
+    def _param_shapes(self, params) -> dict:
+        """``{field: shape}`` that ``params`` must have for this model (empty: not checked)."""
+        return {}
+
+    def check_params(self, params) -> None:
+        """ValueError if ``params`` has the wrong shapes for this model (static: works under jit)."""
+        param_shapes(params, self._param_shapes(params), type(self).__name__)
 
     # --- to be provided by families -----------------------------------------------------------
     def n_features(self, params) -> int:
@@ -151,6 +162,7 @@ class Mixture(Model):
     def e_step(self, params, X, weights=None):
         """Responsibilities ``(N, K)`` (rows sum to one) and the weighted log-likelihood."""
         X, w = as_data(X, weights, self.n_features(params))
+        self.check_params(params)
         lj = self.log_joint_matrix(params, X)
         lse = jax.scipy.special.logsumexp(lj, axis=1)
         resp = jnp.exp(lj - lse[:, None])
@@ -184,6 +196,7 @@ class Mixture(Model):
     def score_samples(self, params, X):
         """``(N,)`` per-sample log p(x_n | params)."""
         X, _ = as_data(X, None, self.n_features(params))
+        self.check_params(params)
         lj = self._log_joint_fn(params)
         return chunked_map(lambda x: jax.scipy.special.logsumexp(lj(x), axis=1), X,
                            self.chunk_size, self._width(X))
@@ -191,6 +204,7 @@ class Mixture(Model):
     def log_likelihood(self, params, X, weights=None):
         """Weighted sum over samples of log p(x_n | params), streamed over row blocks."""
         X, w = as_data(X, weights, self.n_features(params))
+        self.check_params(params)
         lj = self._log_joint_fn(params)
 
         def block(x, wb):
@@ -204,6 +218,16 @@ class Mixture(Model):
         return self.e_step(params, X)[0]
 
     def predict(self, params, X):
-        """``(N,)`` most probable component of each sample."""
+        """``(N,)`` most probable component of each sample.
+
+        A row with NaN or inf has no most probable component: outside jit that raises a
+        ValueError naming the rows; under jit (no exceptions) such a row, or one whose log joint is
+        NaN, gets the label -1.
+        """
         X, _ = as_data(X, None, self.n_features(params))
-        return jnp.argmax(self.log_joint_matrix(params, X), axis=1)
+        self.check_params(params)
+        if is_concrete(X):
+            finite_rows(X, "predict")
+        lj = self.log_joint_matrix(params, X)
+        ok = jnp.all(jnp.isfinite(X), axis=1) & ~jnp.any(jnp.isnan(lj), axis=1)
+        return where(ok, jnp.argmax(lj, axis=1), -1)

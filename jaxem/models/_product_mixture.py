@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from .._chunk import chunked_sum
 from .._init import init_from_responsibilities
 from .._status import Status, flag
-from .._validate import as_data, is_concrete, validate
+from .._validate import as_data, check_sample_params, is_concrete, validate
 from .._where import select, where
 from ._base import Mixture, weighted_posterior
 
@@ -54,6 +54,25 @@ class ProductMixture(Mixture):
 
     def n_features(self, params) -> int:
         return self._theta(params).shape[-1]
+
+    def _param_shapes(self, params) -> dict:
+        K, D = self.n_components, self._theta(params).shape[-1]
+        return {"weights": (K,), self._theta_name: (K, D)}
+
+    def score_samples(self, params, X):
+        """``(N,)`` log p(x_n | params); -inf for a row outside the family's support (its
+        probability is 0), NaN for a row with NaN."""
+        lp = super().score_samples(params, X)
+        X = jnp.asarray(X, lp.dtype)
+        return where(jnp.all(self._valid(X) | jnp.isnan(X), axis=1), lp, -jnp.inf)
+
+    def log_likelihood(self, params, X, weights=None):
+        """Weighted sum of log p(x_n | params): -inf if a row with positive weight lies outside
+        the family's support."""
+        X, w = as_data(X, weights, self.n_features(params))
+        ll = super().log_likelihood(params, X, w)
+        outside = jnp.any(~jnp.all(self._valid(X) | jnp.isnan(X), axis=1) & (w > 0))
+        return where(outside, -jnp.inf, ll)
 
     def n_parameters(self, params) -> int:
         K, D = self._theta(params).shape[-2:]
@@ -127,7 +146,10 @@ class ProductMixture(Mixture):
         return init_from_responsibilities(self, key, X, w, method)
 
     def sample(self, key, params, n: int, return_labels: bool = False):
-        """Draw ``n`` samples ``(n, D)`` (and their components if ``return_labels``)."""
+        """Draw ``n`` samples ``(n, D)`` (and their components if ``return_labels``); ValueError
+        outside jit if the weights are not a distribution or the parameters are not finite."""
+        self.check_params(params)
+        check_sample_params(params.weights, self._theta(params), names=(self._theta_name,))
         kz, kx = jax.random.split(key)
         z = jax.random.categorical(kz, jnp.log(params.weights), shape=(n,))
         x = self._draw(kx, self._theta(params)[z])

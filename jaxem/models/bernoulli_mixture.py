@@ -8,6 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._checks import float_in_open_interval
 from ._product_mixture import ProductMixture
 
 
@@ -51,8 +52,9 @@ class BernoulliMixture(ProductMixture):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 < self.min_prob < 0.5:
-            raise ValueError(f"min_prob must be in (0, 0.5), got {self.min_prob}.")
+        float_in_open_interval("min_prob", self.min_prob, 0.0, 0.5)
+
+    _theta_name = "probs"
 
     def _theta(self, params):
         return params.probs

@@ -47,6 +47,10 @@ class FactorAnalysis(LinearGaussian):
     chunk_size: int | None = None
     isotropic = False
 
+    def _param_shapes(self, params) -> dict:
+        D = params.mean.shape[-1]
+        return {"mean": (D,), "W": (D, self.n_components), "noise_variance": (D,)}
+
     def _make(self, mean, W, psi):
         return FactorAnalysisParams(mean, W, psi)
 

@@ -36,7 +36,8 @@ from .._chunk import chunked_sum, chunked_sum_rows
 from .._init import init_from_responsibilities
 from .._linalg import cholesky_factors
 from .._status import Status, flag
-from .._validate import as_data, validate
+from .._checks import nonnegative_float, one_of
+from .._validate import as_data, check_sample_params, validate
 from .._where import where
 from ._base import Mixture, weighted_posterior
 
@@ -139,23 +140,21 @@ class GaussianMixture(Mixture):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(
-                f"unknown covariance_type {self.covariance_type!r}; choose one of {COVARIANCE_TYPES}."
-            )
-        if self.statistics not in STATISTICS:
-            raise ValueError(f"unknown statistics {self.statistics!r}; choose one of {STATISTICS}.")
+        one_of("covariance_type", self.covariance_type, COVARIANCE_TYPES)
+        one_of("statistics", self.statistics, STATISTICS)
         if self.statistics == "moments" and self.covariance_type != "full":
             raise ValueError("statistics='moments' is for covariance_type='full'; use 'auto' or "
                              "'residuals' with other covariance types.")
-        if not (isinstance(self.reg_covar, (int, float, np.integer, np.floating))
-                and math.isfinite(self.reg_covar) and self.reg_covar >= 0):
-            raise ValueError(f"reg_covar must be a finite number >= 0 (in units of X squared; "
-                             f"default 1e-6), got {self.reg_covar!r}.")
+        nonnegative_float("reg_covar", self.reg_covar)
 
     # --- shapes ---------------------------------------------------------------------------------
     def n_features(self, params) -> int:
         return params.means.shape[-1]
+
+    def _param_shapes(self, params) -> dict:
+        K, D = self.n_components, params.means.shape[-1]
+        cov = {"full": (K, D, D), "diag": (K, D), "spherical": (K,), "tied": (D, D)}
+        return {"weights": (K,), "means": (K, D), "covariances": cov[self.covariance_type]}
 
     def n_parameters(self, params) -> int:
         K, D = params.means.shape[-2:]
@@ -431,7 +430,13 @@ class GaussianMixture(Mixture):
 
     # --- sampling -------------------------------------------------------------------------------
     def sample(self, key, params, n: int, return_labels: bool = False):
-        """Draw ``n`` samples ``(n, D)`` (and their components if ``return_labels``)."""
+        """Draw ``n`` samples ``(n, D)`` (and their components if ``return_labels``).
+
+        Raises ValueError outside jit if the weights are not a distribution (NaN, negative) or the
+        means/covariances are not finite."""
+        self.check_params(params)
+        check_sample_params(params.weights, params.means, params.covariances,
+                            names=("means", "covariances"))
         kz, ke = jax.random.split(key)
         K, D = params.means.shape
         z = jax.random.categorical(kz, jnp.log(params.weights), shape=(n,))

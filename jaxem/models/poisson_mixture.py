@@ -8,6 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._checks import positive_float
 from ._product_mixture import ProductMixture
 
 
@@ -49,8 +50,9 @@ class PoissonMixture(ProductMixture):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.min_rate > 0.0:
-            raise ValueError(f"min_rate must be positive, got {self.min_rate}.")
+        positive_float("min_rate", self.min_rate)
+
+    _theta_name = "rates"
 
     def _theta(self, params):
         return params.rates

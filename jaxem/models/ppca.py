@@ -55,6 +55,10 @@ class PPCA(LinearGaussian):
     chunk_size: int | None = None
     isotropic = True
 
+    def _param_shapes(self, params) -> dict:
+        D = params.mean.shape[-1]
+        return {"mean": (D,), "W": (D, self.n_components), "noise_variance": ()}
+
     def _make(self, mean, W, psi):
         return PPCAParams(mean, W, psi)
 
