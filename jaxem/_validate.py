@@ -173,7 +173,7 @@ def check_params_finite(params, name: str = "params") -> None:
     if not leaves or not is_concrete(leaves):
         return
     fields = getattr(params, "_fields", None)
-    bad = [i for i, l in enumerate(leaves) if not bool(_finite_leaves([l]))]  # no host copy
+    bad = [i for i, l in enumerate(leaves) if not _all_finite_concrete([l])]
     if bad:
         where_ = (f" (field {fields[bad[0]]!r})" if fields and len(fields) == len(leaves) else "")
         raise ValueError(
@@ -185,14 +185,21 @@ _finite_leaves = jax.jit(lambda ls: jnp.isfinite(sum(jnp.sum(l * 0) for l in ls)
 _max_abs = jax.jit(lambda x: jnp.max(jnp.abs(x)))
 
 
+def _all_finite_concrete(leaves) -> bool:
+    """Whether every entry of the concrete arrays ``leaves`` is finite: on the host for arrays it
+    can read, by a jitted reduction for arrays spread over processes (never fetched whole)."""
+    if all(getattr(l, "is_fully_addressable", True) for l in leaves):
+        return all(bool(np.all(np.isfinite(np.asarray(l)))) for l in leaves)
+    return bool(_finite_leaves(leaves))
+
+
 def check_init_result(params, X) -> None:
     """Raise `ValueError` if ``model.init`` on concrete data produced non-finite parameters: X is
     finite (checked before), so its scale overflowed (or underflowed) the dtype."""
     leaves = _inexact_leaves(params)
     if not leaves or not is_concrete(leaves):
         return
-    # Jitted reductions: no host copy of parameters or data spread over devices or processes.
-    if bool(_finite_leaves(leaves)):
+    if _all_finite_concrete(leaves):
         return
     dtype = jnp.result_type(X)
     big = float(_max_abs(X)) if np.size(X) else 0.0
