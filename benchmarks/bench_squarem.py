@@ -31,12 +31,12 @@ def three_overlapping(rng, n=20_000, d=2):
     return means[z] + rng.normal(size=(n, d))
 
 
-def low_noise(rng, n=10_000, d=20, q=3, noise=0.1):
+def low_noise(rng, n=2_000, d=10, q=3, noise=0.1):
     W = rng.normal(size=(d, q)) * 2.0
     return rng.normal(size=(n, q)) @ W.T + noise * rng.normal(size=(n, d))
 
 
-def fa_low_noise(rng, n=10_000, d=20, q=3):
+def fa_low_noise(rng, n=2_000, d=10, q=3):
     W = rng.normal(size=(d, q)) * 2.0
     return rng.normal(size=(n, q)) @ W.T + rng.uniform(0.05, 0.3, d) * rng.normal(size=(n, d))
 
