@@ -18,6 +18,7 @@ from ._squarem import Squarem
 from ._status import FATAL, Status, flag
 from ._validate import (as_data, check_params_finite, device_array, is_concrete, status_of_data,
                         validate)
+from ._where import all_finite as _all_finite
 from ._where import select, where
 
 
@@ -80,21 +81,6 @@ class _State(NamedTuple):
     trace: jax.Array
     converged: jax.Array
     status: jax.Array
-
-
-def _all_finite(tree) -> jax.Array:
-    """Whether every floating-point entry of ``tree`` is finite.
-
-    As Σ_j 0·x_j over all leaves at once, which is NaN exactly when some x_j is NaN or ±inf: one
-    fused kernel and a library sum. (A boolean ``all`` over the leaves costs a kernel per leaf, or
-    a tree of kernels over their concatenation, and XLA's CPU ``max`` reduction can drop NaNs.)
-    """
-    leaves = [jnp.ravel(x) for x in jax.tree_util.tree_leaves(tree)
-              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-    if not leaves:
-        return jnp.bool_(True)
-    dtype = jnp.result_type(*leaves)
-    return jnp.isfinite(jnp.sum(jnp.concatenate([x.astype(dtype) for x in leaves]) * 0))
 
 
 def _init_state(model, updater, params, X, w, max_iter, data_checked=False):

@@ -22,9 +22,7 @@ _FORMAT = "jaxem-1"
 def _registry():
     from . import models
 
-    return {name: getattr(models, name) for name in models.__all__} if hasattr(
-        models, "__all__") else {name: obj for name, obj in vars(models).items()
-                                 if isinstance(obj, type)}
+    return {name: obj for name, obj in vars(models).items() if isinstance(obj, type)}
 
 
 def _config(model) -> dict | None:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from ._status import Status
-from ._where import select, where
+from ._where import all_finite, select, where
 
 _MSTEP = 4.0  # α_max's growth (and shrink) factor
 
@@ -45,11 +45,6 @@ def _combine(t0, r, v, alpha):
     """θ₀ + 2α r + α² v leaf by leaf (in each leaf's dtype)."""
     return jax.tree_util.tree_map(
         lambda a, b, c: (a + 2 * alpha * b + alpha**2 * c).astype(a.dtype), t0, r, v)
-
-
-def _finite(tree):
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-                              if jnp.issubdtype(x.dtype, jnp.inexact)]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +73,7 @@ class Squarem:
         t_ext = _combine(params, r, v, alpha)
         t3, s3, ll_ext, st3 = T(t_ext, s2)
         # Accept the extrapolation when it is at least as good as θ₀ and its EM step is finite.
-        ok = jnp.isfinite(ll_ext) & (ll_ext >= ll0) & _finite(t3)
+        ok = jnp.isfinite(ll_ext) & (ll_ext >= ll0) & all_finite(t3)
         fatal = (st3 & int(Status.NONFINITE | Status.INVALID_INPUT)) != 0
         ok = ok & ~fatal
         new = select(ok, t3, t2)

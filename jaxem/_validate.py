@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._status import Status, flag
-from ._where import where
+from ._where import all_finite, where
 
 
 def is_concrete(*xs) -> bool:
@@ -181,7 +181,7 @@ def check_params_finite(params, name: str = "params") -> None:
             "model.init(key, X).")
 
 
-_finite_leaves = jax.jit(lambda ls: jnp.isfinite(sum(jnp.sum(l * 0) for l in ls)))
+_finite_leaves = jax.jit(all_finite)
 _max_abs = jax.jit(lambda x: jnp.max(jnp.abs(x)))
 
 

@@ -1,4 +1,4 @@
-"""`where`: ``where(condition, x, y)`` traced inline.
+"""`where` (``where(condition, x, y)`` traced inline), `select` over pytrees, and `all_finite`.
 
 `jax.numpy.where` is a nested `jax.jit`: each call with new shapes traces and lowers a private
 function (with its own `jnp.broadcast_arrays` jit inside). jaxem's programs call it ~60 times, and
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["select", "where"]
+__all__ = ["all_finite", "select", "where"]
 
 
 def where(condition, x, y) -> jax.Array:
@@ -38,3 +38,18 @@ def where(condition, x, y) -> jax.Array:
 def select(condition, a, b):
     """`where` leaf by leaf over two pytrees ``a`` and ``b`` of the same structure."""
     return jax.tree_util.tree_map(lambda x, y: where(condition, x, y), a, b)
+
+
+def all_finite(tree) -> jax.Array:
+    """Whether every floating-point entry of ``tree`` is finite.
+
+    As Σ_j 0·x_j over all leaves at once, which is NaN exactly when some x_j is NaN or ±inf: one
+    fused kernel and a library sum. (A boolean ``all`` over the leaves costs a kernel per leaf, or
+    a tree of kernels over their concatenation, and XLA's CPU ``max`` reduction can drop NaNs.)
+    """
+    leaves = [jnp.ravel(x) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    if not leaves:
+        return jnp.bool_(True)
+    dtype = jnp.result_type(*leaves)
+    return jnp.isfinite(jnp.sum(jnp.concatenate([x.astype(dtype) for x in leaves]) * 0))
