@@ -52,3 +52,9 @@ __version__ = "0.1.0"
 from ._blocks import StreamError as StreamError
 from ._stream import fit_stream as fit_stream
 from ._stream_init import init_stream as init_stream
+
+# issue 18: standard errors
+from ._information import ObservedInformation as ObservedInformation
+from ._information import information_coordinates as information_coordinates
+from ._information import observed_information as observed_information
+from ._information import standard_errors as standard_errors

@@ -1,0 +1,272 @@
+"""Observed information and standard errors: the Hessian of log p(X | θ), or Louis' identity."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._chunk import chunked_sum_rows
+from ._compile import compiled
+from ._coordinates import LOG_ZERO, coordinates, flatten, null_matrix
+from ._validate import as_data, is_concrete, validate
+from ._where import where
+from .models._base import Mixture
+from .models.factor_analysis import FactorAnalysis
+from .models.hmm._base import HiddenMarkovModel
+from .models.ppca import PPCA
+
+METHODS = ("hessian", "louis")
+
+
+class ObservedInformation(NamedTuple):
+    """The observed information matrix in the unconstrained coordinates of `jaxem._coordinates`.
+
+    Attributes:
+      matrix: ``(P, P)`` I(u) = -∇²_u Σ_n w_n log p(x_n | θ(u)).
+      coordinates: ``(P,)`` u at the params (the leaves of the family's coordinate pytree,
+        flattened in order; see `information_coordinates`).
+      null_space: ``(P, r)`` directions in which the likelihood is flat by construction (the
+        shift v -> v + c·1 of each vector of log-probabilities; rotations of W for PPCA / factor
+        analysis with q > 1). The matrix is singular along them; inverses are taken on their
+        orthogonal complement.
+      fixed: ``(P,)`` bool, coordinates held fixed: log-probabilities of probabilities exactly 0
+        (set to -1e30; their rows and columns of ``matrix`` are 0).
+    """
+
+    matrix: jax.Array
+    coordinates: jax.Array
+    null_space: jax.Array
+    fixed: jax.Array
+
+    def covariance(self) -> jax.Array:
+        """``(P, P)`` asymptotic covariance of u: the inverse of ``matrix`` on the complement of
+        ``null_space`` and of the ``fixed`` coordinates (zero there); NaN if that restriction of
+        the matrix is not positive definite."""
+        V, C = _reduced_factor(self)
+        Z = jax.scipy.linalg.solve_triangular(C, V.T, lower=True)
+        return Z.T @ Z
+
+
+def information_coordinates(model, params):
+    """``(u, to_params)``: the unconstrained coordinates u ``(P,)`` of ``params`` in which
+    `observed_information` is taken, and the map back ``to_params(u) -> params``.
+
+    Probability vectors (mixture weights, HMM initial/transition/emission probabilities) are
+    log-probabilities (back: softmax); full and tied covariances the lower triangle of their
+    Cholesky factor with log diagonal (row-major ``numpy.tril_indices`` order); diagonal and
+    spherical covariances, noise variances and Poisson rates their logs; Bernoulli probabilities
+    their logits; means, PPCA / factor-analysis loadings W and the params of `jaxem.MixtureModel`
+    (and `jaxem.HMM` emissions) themselves. Leaves are flattened in the order of the params'
+    fields (C order), so u = concat(log weights, means, Cholesky coordinates) for a Gaussian
+    mixture.
+
+    Example:
+      >>> import jax, jaxem
+      >>> model = jaxem.GaussianMixture(2)
+      >>> params = model.init(jax.random.key(1), jax.random.normal(jax.random.key(0), (100, 2)))
+      >>> u, to_params = jaxem.information_coordinates(model, params)  # u.shape == (12,)
+    """
+    c = coordinates(model, params)
+    u, unflatten = flatten(c.free)
+    return u, lambda v: c.to_params(unflatten(v))
+
+
+def observed_information(model, params, X, weights=None, *, method: str = "hessian",
+                         lengths=None) -> ObservedInformation:
+    """The observed information I(θ̂) = -∇² log p(X | θ) at ``params``, in unconstrained coordinates.
+
+    ``method="hessian"``: `jax.hessian` of the weighted log-likelihood Σ_n w_n log p(x_n | θ(u)),
+    summed over row blocks. ``method="louis"`` (finite mixtures): Louis' identity (Louis 1982,
+    JRSS-B 44, "Finding the observed information matrix when using the EM algorithm", eq. 3.2),
+    from the E-step only: with ℓ_nk(u) = log p(x_n, z_n=k | θ(u)), r_nk the responsibilities,
+    g_nk = ∇_u ℓ_nk and ḡ_n = Σ_k r_nk g_nk,
+
+        I(u) = Σ_n w_n Σ_k r_nk (-∇²_u ℓ_nk)  -  Σ_n w_n Σ_k r_nk (g_nk - ḡ_n)(g_nk - ḡ_n)ᵀ,
+
+    the complete-data information minus the missing information (the conditional covariance of the
+    complete-data score given x_n, summed over independent rows). It is exact at any θ, so the two
+    methods agree to rounding; "louis" never differentiates through the log-sum-exp.
+
+    Args:
+      model: a jaxem model (GaussianMixture, BernoulliMixture, PoissonMixture, MixtureModel, PPCA,
+        FactorAnalysis, GaussianHMM, CategoricalHMM, PoissonHMM, HMM).
+      params: the parameters, usually the maximum-likelihood estimate from `jaxem.fit`.
+      X: ``(N, D)`` data (HMMs: sequences as in `jaxem.fit`).
+      weights: ``(N,)`` non-negative frequency weights (w_n = 2 counts row n twice), or None.
+      method: "hessian" or "louis".
+      lengths: HMMs only: ``(S,)`` lengths of sequences padded at the end.
+
+    Returns:
+      An `ObservedInformation`: ``matrix (P, P)`` in the coordinates of
+      `information_coordinates`, with the flat directions ``null_space`` and ``fixed``.
+
+    Example:
+      >>> import jax, jaxem
+      >>> X = jax.random.normal(jax.random.key(0), (200, 1))
+      >>> model = jaxem.GaussianMixture(1)
+      >>> params = jaxem.fit(model, model.init(jax.random.key(1), X), X).params
+      >>> info = jaxem.observed_information(model, params, X)  # (3, 3): log π, μ, log σ
+    """
+    X, w = _prepare(model, params, X, weights, lengths, method)
+    return _information(model, params, X, w, method)
+
+
+def standard_errors(model, params, X, weights=None, *, method: str = "hessian", lengths=None):
+    """Standard errors of the maximum-likelihood estimate, a pytree shaped like ``params``.
+
+    The Wald covariance I(û)⁻¹ of the unconstrained coordinates (`observed_information`, inverted
+    by Cholesky on the complement of its flat directions) is mapped to every parameter in its own
+    units by the delta method: with J = ∂θ/∂u, Var(θ̂_i) ≈ (J I⁻¹ Jᵀ)_ii. So the standard error of a
+    mean is in the units of X, of a covariance entry Σ_ij (both Σ_ij and Σ_ji) in units of X², of a
+    mixture weight or a probability on the probability scale (the weights' errors are correlated:
+    they sum to one). Valid at a local maximum of the likelihood (fit to convergence: `jaxem.fit`
+    with a small ``tol``), where the Hessian does not depend on the coordinates. Label switching
+    does not matter: errors follow the components' order in ``params``.
+
+    Not identifiable, reported as NaN: the loadings W of `PPCA` / `FactorAnalysis` with q > 1
+    latent dimensions (W is determined only up to a rotation; the mean and noise variances, which
+    are rotation invariant, are reported). Probabilities exactly 0 (structural zeros) have error 0,
+    as has the weight of a one-component mixture. `MixtureModel` / `HMM` emission params are taken
+    as unconstrained coordinates as given: parametrise them identifiably (e.g. K-1 free logits).
+
+    Outside jit, a ValueError if the information is not positive definite (not a local maximum, or
+    not identifiable) or not finite (e.g. a mixture weight exactly 0); under jit and vmap every
+    standard error is NaN then.
+
+    Args: as `observed_information`.
+
+    Returns:
+      A pytree like ``params`` of standard errors (same dtype).
+
+    Example:
+      >>> import jax, jaxem
+      >>> X = jax.random.normal(jax.random.key(0), (400, 1)) * 2.0
+      >>> model = jaxem.GaussianMixture(1)
+      >>> params = jaxem.fit(model, model.init(jax.random.key(1), X), X, tol=1e-8).params
+      >>> se = jaxem.standard_errors(model, params, X)  # se.means ≈ σ/√N = 0.1
+    """
+    X, w = _prepare(model, params, X, weights, lengths, method)
+    se, info = _standard_errors(model, params, X, w, method)
+    if is_concrete(se):
+        _check(info)
+    return se
+
+
+# --- checks ---------------------------------------------------------------------------------------
+def _prepare(model, params, X, weights, lengths, method):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if isinstance(model, HiddenMarkovModel):
+        if method == "louis":
+            raise ValueError("method='louis' is implemented for finite mixtures (the E-step's "
+                             "missing information of an HMM needs pairwise state moments); use "
+                             "method='hessian'.")
+        return model.prepare_data(X, weights, lengths, params)
+    if lengths is not None:
+        raise ValueError("lengths is for hidden Markov models; drop it for "
+                         f"{type(model).__name__}.")
+    if method == "louis" and not isinstance(model, Mixture):
+        raise ValueError(f"method='louis' is implemented for finite mixtures, not "
+                         f"{type(model).__name__}; use method='hessian'.")
+    X, w = as_data(X, weights, model.n_features(params))
+    validate(X, w)
+    model.check_data(X)
+    model.check_params(params)
+    return X, w
+
+
+def _check(info: ObservedInformation) -> None:
+    I = np.asarray(info.matrix)
+    if not np.all(np.isfinite(I)):
+        raise ValueError(
+            "the observed information is not finite at params: the log-likelihood or its "
+            "derivatives are not finite there (a mixture weight exactly 0, a Bernoulli probability "
+            "at 0 or 1, a singular covariance?). Drop empty components or refit.")
+    V, C = _reduced_factor(info)
+    if not np.all(np.isfinite(np.asarray(C))):
+        raise ValueError(
+            "observed information is not positive definite: params may not be a local maximum "
+            "(fit to convergence, e.g. jaxem.fit(..., tol=1e-8)) or the model is not identifiable "
+            "at params (e.g. two identical components, or redundant parameters of a MixtureModel).")
+
+
+# --- computation ----------------------------------------------------------------------------------
+def _reduced_factor(info: ObservedInformation):
+    """``(V, C)``: V ``(P, m)`` orthonormal basis of the complement of the null space and of the
+    fixed coordinates, C the Cholesky factor of Vᵀ I V (NaN if not positive definite)."""
+    I, N, fixed = info.matrix, info.null_space, info.fixed
+    keep = ~fixed
+    I = where(keep[:, None] & keep[None, :], I, 0.0) + jnp.diag(fixed.astype(I.dtype))
+    N = where(keep[:, None], N, 0.0)
+    P, r = N.shape
+    if r:
+        Q, _ = jnp.linalg.qr(N, mode="complete")
+        V = Q[:, r:]
+    else:
+        V = jnp.eye(P, dtype=I.dtype)
+    Ir = V.T @ I @ V
+    return V, jnp.linalg.cholesky(0.5 * (Ir + Ir.T))
+
+
+def _hessian(model, to_params, u, X, w):
+    """∇²_u Σ_n w_n log p(x_n | θ(u)), summed over row blocks (sequences for an HMM)."""
+    hess = lambda f: jax.hessian(f)(u)  # noqa: E731
+    if isinstance(model, HiddenMarkovModel):
+        return hess(lambda v: model._e_step(to_params(v), X, w)[1])
+
+    def block(x, wb):
+        return hess(lambda v: model.log_likelihood(to_params(v), x, wb))
+
+    return chunked_sum_rows(block, (X, w), None, _width(model, u, X))
+
+
+def _louis(model, to_params, u, X, w):
+    """Louis' identity for a finite mixture, per row block: complete minus missing information."""
+
+    def block(x, wb):
+        lj = lambda v: model.log_joint_matrix(to_params(v), x)  # noqa: E731  (c, K)
+        on = (wb > 0)[:, None]
+        r = jax.nn.softmax(where(on, lj(u), 0.0), axis=1)
+        rw = where(on, r * wb[:, None], 0.0)
+        complete = -jax.hessian(lambda v: jnp.sum(where(rw > 0, rw * lj(v), 0.0)))(u)
+        g = where((rw > 0)[..., None], jax.jacfwd(lj)(u), 0.0)  # (c, K, P)
+        gc = g - jnp.einsum("nk,nkp->np", r, g)[:, None]
+        return complete - jnp.einsum("nk,nkp,nkq->pq", rw, gc, gc)
+
+    return chunked_sum_rows(block, (X, w), None, _width(model, u, X))
+
+
+def _width(model, u, X) -> int:
+    return int(u.shape[0]) * int(model.n_components) * int(X.shape[1])
+
+
+@compiled(static_argnames=("model", "method"))
+def _information(model, params, X, w, method):
+    c = coordinates(model, params)
+    u, unflatten = flatten(c.free)
+    to_params = lambda v: c.to_params(unflatten(v))  # noqa: E731
+    if method == "hessian":
+        I = -_hessian(model, to_params, u, X, w)
+    else:
+        I = _louis(model, to_params, u, X, w)
+    I = 0.5 * (I + I.T)
+    return ObservedInformation(I, u, null_matrix(c.free, c.null(c.free)), u <= LOG_ZERO / 2)
+
+
+@compiled(static_argnames=("model", "method"))
+def _standard_errors(model, params, X, w, method):
+    info = _information(model, params, X, w, method)
+    c = coordinates(model, params)
+    u, unflatten = flatten(c.free)
+    _, unflatten_params = flatten(params)
+    J = jax.jacfwd(lambda v: flatten(c.to_params(unflatten(v)))[0])(u)  # (M, P)
+    J = where(info.fixed[None, :], 0.0, J)
+    V, C = _reduced_factor(info)
+    Z = jax.scipy.linalg.solve_triangular(C, (J @ V).T, lower=True)  # (m, M)
+    se = unflatten_params(jnp.sqrt(jnp.sum(Z * Z, 0)))
+    if isinstance(model, (PPCA, FactorAnalysis)) and params.W.shape[-1] > 1:
+        se = se._replace(W=jnp.full_like(se.W, jnp.nan))  # rotation: W not identifiable
+    return se, info
