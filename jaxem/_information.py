@@ -149,10 +149,10 @@ def standard_errors(model, params, X, weights=None, *, method: str = "hessian", 
       >>> se = jaxem.standard_errors(model, params, X)  # se.means ≈ σ/√N = 0.1
     """
     X, w = _prepare(model, params, X, weights, lengths, method)
-    se, info = _standard_errors(model, params, X, w, method)
-    if is_concrete(se):
+    info = _information(model, params, X, w, method)
+    if is_concrete(info):
         _check(info)
-    return se
+    return _standard_errors(model, params, info)
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -185,8 +185,16 @@ def _check(info: ObservedInformation) -> None:
             "the observed information is not finite at params: the log-likelihood or its "
             "derivatives are not finite there (a mixture weight exactly 0, a Bernoulli probability "
             "at 0 or 1, a singular covariance?). Drop empty components or refit.")
-    V, C = _reduced_factor(info)
-    if not np.all(np.isfinite(np.asarray(C))):
+    N, fixed = np.asarray(info.null_space), np.asarray(info.fixed)
+    I = np.where(fixed[:, None] | fixed[None, :], 0.0, I) + np.diag(fixed.astype(I.dtype))
+    N = np.where(fixed[:, None], 0.0, N)
+    V = np.linalg.qr(N, mode="complete")[0][:, N.shape[1]:] if N.shape[1] else np.eye(len(I))
+    try:
+        np.linalg.cholesky(V.T @ I @ V)
+        pd = True
+    except np.linalg.LinAlgError:
+        pd = False
+    if not pd:
         raise ValueError(
             "observed information is not positive definite: params may not be a local maximum "
             "(fit to convergence, e.g. jaxem.fit(..., tol=1e-8)) or the model is not identifiable "
@@ -256,9 +264,9 @@ def _information(model, params, X, w, method):
     return ObservedInformation(I, u, null_matrix(c.free, c.null(c.free)), u <= LOG_ZERO / 2)
 
 
-@compiled(static_argnames=("model", "method"))
-def _standard_errors(model, params, X, w, method):
-    info = _information(model, params, X, w, method)
+@compiled(static_argnames=("model",))
+def _standard_errors(model, params, info):
+    """Delta method: SE(θ_i) = sqrt((J V (VᵀIV)⁻¹ VᵀJᵀ)_ii), J = ∂θ/∂u (fixed coordinates: 0)."""
     c = coordinates(model, params)
     u, unflatten = flatten(c.free)
     _, unflatten_params = flatten(params)
@@ -269,4 +277,4 @@ def _standard_errors(model, params, X, w, method):
     se = unflatten_params(jnp.sqrt(jnp.sum(Z * Z, 0)))
     if isinstance(model, (PPCA, FactorAnalysis)) and params.W.shape[-1] > 1:
         se = se._replace(W=jnp.full_like(se.W, jnp.nan))  # rotation: W not identifiable
-    return se, info
+    return se
