@@ -62,15 +62,16 @@ def test_hessian_matches_numpy_finite_differences(blobs, fits):
     for params in (fits["full"], fits["full"]._replace(means=fits["full"].means + 0.3)):
         info = jaxem.observed_information(model, params, blobs)
         u, to_params = jaxem.information_coordinates(model, params)
-        to_params = jax.jit(to_params)
-        f = lambda v: _numpy_gmm_loglik(to_params(v), blobs)  # noqa: E731
         u, P, h = np.asarray(u), len(u), 1e-4
-        H = np.zeros((P, P))
         E = np.eye(P) * h
-        for i in range(P):
-            for j in range(i, P):
-                H[i, j] = H[j, i] = (f(u + E[i] + E[j]) - f(u + E[i] - E[j])
-                                     - f(u - E[i] + E[j]) + f(u - E[i] - E[j])) / (4 * h * h)
+        i, j = np.triu_indices(P)
+        signs = [(1, 1), (1, -1), (-1, 1), (-1, -1)]
+        U = np.stack([u + a * E[i] + b * E[j] for a, b in signs])  # (4, pairs, P)
+        batch = jax.jit(jax.vmap(jax.vmap(to_params)))(U)
+        f = np.array([[_numpy_gmm_loglik([x[s, t] for x in batch], blobs)
+                       for t in range(len(i))] for s in range(4)])
+        H = np.zeros((P, P))
+        H[i, j] = H[j, i] = (f[0] - f[1] - f[2] + f[3]) / (4 * h * h)
         # FD error ~ eps·|f|/h² ≈ 1e-16·600/1e-8 ≈ 1e-5 (entries are O(1) to O(100)).
         np.testing.assert_allclose(-np.asarray(info.matrix), H, atol=2e-3, rtol=1e-5)
 
@@ -180,11 +181,13 @@ def test_hmm_one_state_closed_form():
     and transition probabilities are fixed at 1 (error 0)."""
     rng = np.random.default_rng(0)
     X = rng.choice(3, size=(2, 150), p=[0.2, 0.3, 0.5])
-    T = X.size
+    lengths, weights = np.array([150, 90]), np.array([1.0, 2.0])  # padded, weighted sequences
+    frame_w = np.where(np.arange(150) < lengths[:, None], weights[:, None], 0.0)
+    T = frame_w.sum()
     model = jaxem.CategoricalHMM(1, 3)
-    p = np.bincount(X.ravel(), minlength=3) / T
+    p = np.array([frame_w[X == c].sum() for c in range(3)]) / T  # the MLE
     params = jaxem.CategoricalHMMParams(jnp.ones(1), jnp.ones((1, 1)), jnp.asarray(p[None]))
-    se = jaxem.standard_errors(model, params, X)
+    se = jaxem.standard_errors(model, params, X, weights, lengths=lengths)
     np.testing.assert_allclose(se.emission_probs[0], np.sqrt(p * (1 - p) / T), rtol=1e-8)
     np.testing.assert_allclose(se.transition_matrix, 0.0, atol=1e-12)
 
