@@ -16,7 +16,10 @@ construction, form `null_space`: the shift of each probability vector, and for `
 `FactorAnalysis` with q > 1 latent dimensions the rotations W -> W exp(A), A skew-symmetric (tangent
 directions W A). A probability that is exactly 0 (a structural zero, e.g. an impossible transition
 of a left-right HMM) gets the coordinate log 0 := -1e30 and is held fixed (`fixed`): it lies on the
-boundary of the parameter space, where the likelihood has no curvature in it.
+boundary of the parameter space, where the likelihood has no curvature in it. So are the other
+estimates that EM leaves on a boundary: Bernoulli probabilities clipped to ``min_prob`` or
+``1 - min_prob`` (logit ∓1e30) and Poisson rates at ``min_rate`` (log rate -1e30), e.g. a feature
+that is always 0 within a component.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ class Coordinates(NamedTuple):
 # --- building blocks ------------------------------------------------------------------------------
 def _log_probs(p):
     return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), LOG_ZERO).astype(p.dtype)
+
+
+def is_fixed(u):
+    """Coordinates at ±1e30: held fixed (estimates on the boundary of the parameter space)."""
+    return jnp.abs(u) >= -LOG_ZERO / 2
 
 
 def _shift_directions(v):
@@ -160,11 +168,13 @@ def coordinates(model, params) -> Coordinates:
     """The unconstrained coordinates of ``params`` for ``model`` (see the module docstring)."""
     if isinstance(model, GaussianMixture):
         return _gaussian_mixture(model, params)
-    if isinstance(model, BernoulliMixture):
-        return _product_mixture(model, params, jax.nn.sigmoid,
-                                lambda p: jnp.log(p) - jnp.log1p(-p))
+    if isinstance(model, BernoulliMixture):  # estimates clipped to the bounds: fixed (boundary)
+        lo, hi = model.min_prob, 1.0 - model.min_prob
+        return _product_mixture(model, params, jax.nn.sigmoid, lambda p: jnp.where(
+            p <= lo, LOG_ZERO, jnp.where(p >= hi, -LOG_ZERO, jnp.log(p) - jnp.log1p(-p))))
     if isinstance(model, PoissonMixture):
-        return _product_mixture(model, params, jnp.exp, jnp.log)
+        return _product_mixture(model, params, jnp.exp, lambda r: jnp.where(
+            r <= model.min_rate, LOG_ZERO, jnp.log(r)))
     if isinstance(model, (PPCA, FactorAnalysis)):
         return _latent_factor(model, params)
     if isinstance(model, (GaussianHMM, CategoricalHMM, PoissonHMM, HMM)):

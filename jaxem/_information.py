@@ -10,7 +10,7 @@ import numpy as np
 
 from ._chunk import chunked_sum_rows
 from ._compile import compiled
-from ._coordinates import LOG_ZERO, coordinates, flatten, null_matrix
+from ._coordinates import coordinates, flatten, is_fixed, null_matrix
 from ._validate import as_data, is_concrete, validate
 from ._where import where
 from .models._base import Mixture
@@ -33,8 +33,9 @@ class ObservedInformation(NamedTuple):
         shift v -> v + c·1 of each vector of log-probabilities; rotations of W for PPCA / factor
         analysis with q > 1). The matrix is singular along them; inverses are taken on their
         orthogonal complement.
-      fixed: ``(P,)`` bool, coordinates held fixed: log-probabilities of probabilities exactly 0
-        (set to -1e30; their rows and columns of ``matrix`` are 0).
+      fixed: ``(P,)`` bool, coordinates held fixed, estimates on the boundary: log-probabilities of
+        probabilities exactly 0, Bernoulli probabilities at the clip bounds, Poisson rates at
+        ``min_rate`` (coordinates ±1e30; their rows and columns of ``matrix`` are 0).
     """
 
     matrix: jax.Array
@@ -129,8 +130,10 @@ def standard_errors(model, params, X, weights=None, *, method: str = "hessian", 
 
     Not identifiable, reported as NaN: the loadings W of `PPCA` / `FactorAnalysis` with q > 1
     latent dimensions (W is determined only up to a rotation; the mean and noise variances, which
-    are rotation invariant, are reported). Probabilities exactly 0 (structural zeros) have error 0,
-    as has the weight of a one-component mixture. `MixtureModel` / `HMM` emission params are taken
+    are rotation invariant, are reported). Estimates on the boundary of the parameter space are held
+    fixed, error 0: probabilities exactly 0 (structural zeros), Bernoulli probabilities clipped to
+    ``min_prob`` / ``1 - min_prob``, Poisson rates at ``min_rate``; so is the weight of a
+    one-component mixture. `MixtureModel` / `HMM` emission params are taken
     as unconstrained coordinates as given: parametrise them identifiably (e.g. K-1 free logits).
 
     Outside jit, a ValueError if the information is not positive definite (not a local maximum, or
@@ -283,7 +286,7 @@ def _information(model, params, X, w, method):
     else:
         I = _louis(model, to_params, u, X, w)
     I = 0.5 * (I + I.T)
-    return ObservedInformation(I, u, null_matrix(c.free, c.null(c.free)), u <= LOG_ZERO / 2)
+    return ObservedInformation(I, u, null_matrix(c.free, c.null(c.free)), is_fixed(u))
 
 
 @compiled(static_argnames=("model",))

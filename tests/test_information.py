@@ -113,20 +113,25 @@ def test_gaussian_closed_form():
 
 
 def test_product_mixture_closed_forms():
-    """K = 1: Poisson SE(λ) = sqrt(λ/N); Bernoulli SE(p) = sqrt(p(1-p)/N)."""
+    """K = 1: Poisson SE(λ) = sqrt(λ/N); Bernoulli SE(p) = sqrt(p(1-p)/N); an all-zero feature
+    (estimate clipped to min_rate / min_prob, on the boundary) is held fixed, error 0."""
     rng = np.random.default_rng(0)
     N = 300
-    X = rng.poisson([2.0, 5.0], (N, 2)).astype(float)
+    X = np.c_[rng.poisson([2.0, 5.0], (N, 2)), np.zeros(N)]
     model = jaxem.PoissonMixture(1)
-    params = jaxem.PoissonMixtureParams(jnp.ones(1), jnp.asarray(X.mean(0)[None]))  # the MLE
+    rates = np.maximum(X.mean(0), model.min_rate)  # the MLE, as EM clips it
+    params = jaxem.PoissonMixtureParams(jnp.ones(1), jnp.asarray(rates[None]))
     se = jaxem.standard_errors(model, params, X)
-    np.testing.assert_allclose(se.rates, np.sqrt(params.rates / N), rtol=1e-8)
-    X = (rng.random((N, 2)) < [0.3, 0.6]).astype(float)
+    np.testing.assert_allclose(se.rates[0, :2], np.sqrt(rates[:2] / N), rtol=1e-8)
+    assert se.rates[0, 2] == 0
+    X = np.c_[rng.random((N, 2)) < [0.3, 0.6], np.zeros(N)].astype(float)
     model = jaxem.BernoulliMixture(1)
-    params = jaxem.BernoulliMixtureParams(jnp.ones(1), jnp.asarray(X.mean(0)[None]))
-    se = jaxem.standard_errors(model, params, X, method="louis")
-    p = np.asarray(params.probs)
-    np.testing.assert_allclose(se.probs, np.sqrt(p * (1 - p) / N), rtol=1e-8)
+    p = np.clip(X.mean(0), model.min_prob, 1 - model.min_prob)
+    params = jaxem.BernoulliMixtureParams(jnp.ones(1), jnp.asarray(p[None]))
+    for method in ("hessian", "louis"):
+        se = jaxem.standard_errors(model, params, X, method=method)
+        np.testing.assert_allclose(se.probs[0, :2], np.sqrt(p[:2] * (1 - p[:2]) / N), rtol=1e-8)
+        assert se.probs[0, 2] == 0
 
 
 def test_mixture_model_reparametrised_gmm(blobs, fits):
