@@ -273,3 +273,19 @@ def test_bootstrap_coverage():
         print(name, cover.ravel())
         if name != "covariances":
             assert np.all((cover >= 0.92) & (cover <= 0.98)), (name, cover)
+
+
+def test_hmm_forward_recursion_matches_log_likelihood():
+    """The forward-only recursion the HMM Hessian differentiates equals the model's
+    log-likelihood (padded, weighted sequences; an impossible transition)."""
+    from jaxem._information import _hmm_log_likelihood
+
+    model = jaxem.CategoricalHMM(2, 3)
+    params = jaxem.CategoricalHMMParams(jnp.array([1.0, 0.0]), jnp.array([[0.7, 0.3], [0.0, 1.0]]),
+                                        jnp.array([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]]))
+    X = np.random.default_rng(1).choice(3, size=(3, 40))
+    weights, lengths = np.array([1.0, 2.0, 0.5]), np.array([40, 25, 1])
+    Xs, w = model.prepare_data(X, weights, lengths, params)
+    a, b = jax.jit(lambda p: (_hmm_log_likelihood(model, p, Xs, w),
+                              model.log_likelihood(p, X, weights, lengths)))(params)
+    np.testing.assert_allclose(a, b, rtol=1e-12)
