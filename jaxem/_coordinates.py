@@ -2,13 +2,13 @@
 
 Every family maps its params to a flat vector u of real coordinates and back (`coordinates`):
 
-| parameter | coordinates u | back to params |
-|---|---|---|
-| probability vectors (mixture ``weights``, HMM ``initial_probs``, rows of ``transition_matrix`` and of ``emission_probs``) | log-probabilities v = log p (all K of them) | p = softmax(v) |
-| ``means``, ``mean``, ``W``, user params of `MixtureModel` / `HMM` emissions | themselves | themselves |
-| ``covariances`` full / tied | lower triangle of the Cholesky factor L (Σ = L Lᵀ), its diagonal as log L_dd, row-major ``tril_indices`` order | Σ = L Lᵀ |
-| ``covariances`` diag / spherical, ``noise_variance``, Poisson ``rates`` | logs | exp |
-| Bernoulli ``probs`` | logits | sigmoid |
+- probability vectors (mixture ``weights``, HMM ``initial_probs``, rows of ``transition_matrix``
+  and of ``emission_probs``): log-probabilities v = log p, all K of them (back: p = softmax(v));
+- ``means``, ``mean``, ``W``, the params of `MixtureModel` and of `HMM` emissions: themselves;
+- full and tied ``covariances``: the lower triangle of the Cholesky factor L (Σ = L Lᵀ) with its
+  diagonal as log L_dd, in row-major ``numpy.tril_indices`` order (back: Σ = L Lᵀ);
+- diag and spherical ``covariances``, ``noise_variance``, Poisson ``rates``: logs (back: exp);
+- Bernoulli ``probs``: logits (back: sigmoid).
 
 The log-probability coordinates are one more than the free parameters: the likelihood is flat along
 v -> v + c·1 (softmax is shift invariant). Such directions, where the likelihood is flat by

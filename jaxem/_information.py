@@ -78,7 +78,7 @@ def information_coordinates(model, params):
 
 def observed_information(model, params, X, weights=None, *, method: str = "hessian",
                          lengths=None) -> ObservedInformation:
-    """The observed information I(θ̂) = -∇² log p(X | θ) at ``params``, in unconstrained coordinates.
+    """The observed information I = -∇² log p(X | θ) at ``params``, in unconstrained coordinates.
 
     ``method="hessian"``: `jax.hessian` of the weighted log-likelihood Σ_n w_n log p(x_n | θ(u)),
     summed over row blocks. ``method="louis"`` (finite mixtures): Louis' identity (Louis 1982,
@@ -187,8 +187,8 @@ def _check(info: ObservedInformation) -> None:
     if not np.all(np.isfinite(I)):
         raise ValueError(
             "the observed information is not finite at params: the log-likelihood or its "
-            "derivatives are not finite there (a mixture weight exactly 0, a Bernoulli probability "
-            "at 0 or 1, a singular covariance?). Drop empty components or refit.")
+            "derivatives are not finite there (a mixture weight exactly 0, a singular "
+            "covariance?). Drop empty components or refit.")
     N, fixed = np.asarray(info.null_space), np.asarray(info.fixed)
     I = np.where(fixed[:, None] | fixed[None, :], 0.0, I) + np.diag(fixed.astype(I.dtype))
     N = np.where(fixed[:, None], 0.0, N)

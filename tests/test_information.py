@@ -217,8 +217,18 @@ def test_ppca_mean_and_rotation():
     assert np.isfinite(se.noise_variance) and 0 < se.noise_variance < params.noise_variance
 
 
-def test_not_positive_definite_and_bad_arguments():
-    """A parameter the likelihood ignores: ValueError outside jit, NaN under jit."""
+def test_not_positive_definite_and_bad_arguments(blobs):
+    """Two identical components (not identifiable), an empty component, a parameter the likelihood
+    ignores: ValueError outside jit, NaN under jit."""
+    gm = jaxem.GaussianMixture(2)
+    S = np.cov(blobs.T, bias=True)
+    same = jaxem.GaussianMixtureParams(jnp.array([0.5, 0.5]), jnp.asarray([blobs.mean(0)] * 2),
+                                       jnp.asarray([S, S]))
+    with pytest.raises(ValueError, match="not positive definite"):
+        jaxem.standard_errors(gm, same, blobs)
+    with pytest.raises(ValueError, match="not finite"):
+        jaxem.standard_errors(gm, same._replace(weights=jnp.array([1.0, 0.0])), blobs)
+
     def log_joint(p, x):
         return jnp.stack([jnp.log(0.5) - 0.5 * (x[0] - p["m"][0]) ** 2,
                           jnp.log(0.5) - 0.5 * (x[0] - p["m"][1]) ** 2])
