@@ -258,21 +258,35 @@ def test_float32(blobs, fits):
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3), se32, se64)
 
 
+BOOTSTRAP = {
+    # 1-D, spherical: the means and weights of a well-separated two-component mixture.
+    "1d": (jaxem.GaussianMixture(2, covariance_type="spherical", reg_covar=0.0), 300, "hessian",
+           jaxem.GaussianMixtureParams(jnp.array([0.35, 0.65]), jnp.array([[-2.0], [2.0]]),
+                                       jnp.array([1.0, 0.64]))),
+    # 2-D, full covariances (correlated), errors by Louis' identity.
+    "2d": (jaxem.GaussianMixture(2, covariance_type="full", reg_covar=0.0), 400, "louis",
+           jaxem.GaussianMixtureParams(jnp.array([0.4, 0.6]), jnp.array([[-2.0, 0.0], [2.0, 1.0]]),
+                                       jnp.array([[[1.0, 0.5], [0.5, 1.0]],
+                                                  [[0.5, -0.2], [-0.2, 0.8]]]))),
+}
+
+
 @pytest.mark.slow
-def test_bootstrap_coverage():
-    """Parametric bootstrap: 1000 data sets from a known 2-component 1-D mixture, each fitted by
-    vmapped EM; the nominal 95% Wald intervals θ̂ ± 1.96 SE cover the true means and weights in
-    92-98% of the replicates (binomial s.d. of the coverage at 1000 replicates: 0.7%)."""
-    R, N = 1000, 300
-    model = jaxem.GaussianMixture(2, covariance_type="spherical", reg_covar=0.0)
-    truth = jaxem.GaussianMixtureParams(jnp.array([0.35, 0.65]), jnp.array([[-2.0], [2.0]]),
-                                        jnp.array([1.0, 0.64]))
+@pytest.mark.parametrize("case", sorted(BOOTSTRAP))
+def test_bootstrap_coverage(case):
+    """Parametric bootstrap: 1000 data sets from a known mixture, each fitted by vmapped EM (from
+    the truth: no label switching); the nominal 95% Wald intervals θ̂ ± 1.96 SE cover the true means
+    and weights in 92-98% of the replicates (binomial s.d. of the coverage at 1000 replicates:
+    0.7%). Covariance entries are printed, not asserted (their Wald intervals are known to
+    undercover at moderate N: the sampling distribution of a variance is skewed)."""
+    model, N, method, truth = BOOTSTRAP[case]
+    R = 1000
     keys = jax.random.split(jax.random.key(2026), R)
     Xs = jax.vmap(lambda k: model.sample(k, truth, N))(keys)
 
     def one(X):
         p = jaxem.fit(model, truth, X, tol=1e-10, max_iter=1000).params
-        return p, jaxem.standard_errors(model, p, X)
+        return p, jaxem.standard_errors(model, p, X, method=method)
 
     P, SE = jax.jit(jax.vmap(one), compiler_options=dict(jaxem.COMPILER_OPTIONS))(Xs)
     assert np.all(np.isfinite(SE.means)) and np.all(np.isfinite(SE.weights))
@@ -280,7 +294,7 @@ def test_bootstrap_coverage():
         est, se = np.asarray(getattr(P, name)), np.asarray(getattr(SE, name))
         true = np.asarray(getattr(truth, name))
         cover = np.mean(np.abs(est - true) <= 1.96 * se, axis=0)
-        print(name, cover.ravel())
+        print(case, name, cover.ravel())
         if name != "covariances":
             assert np.all((cover >= 0.92) & (cover <= 0.98)), (name, cover)
 
