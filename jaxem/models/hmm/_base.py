@@ -32,7 +32,7 @@ from ..._compile import compiled
 from ..._validate import device_array, is_concrete
 from ..._where import select, where
 from ._inference import (forward_backward, forward_backward_parallel, forward_backward_scaled,
-                         safe_log, viterbi)
+                         forward_backward_time_major, safe_log, viterbi)
 
 INFERENCE = ("auto", "sequential", "parallel")
 
@@ -203,15 +203,28 @@ class HiddenMarkovModel:
         return _run(self, "_statistics", params, X, w)
 
     def _statistics(self, params, X, w) -> HMMStatistics:
-        gamma, xi, ll, _ = self._posteriors(params, X, w)
+        S, T = X.shape[:2]
         ws = w[:, 0]
-        S, T, D = X.shape
-        rw = (gamma * w[..., None]).reshape(S * T, -1)
-        est = self._emission_statistics(params, X.reshape(S * T, D), rw)
+        if self._use_parallel(T):
+            gamma, xi, ll, _ = self._posteriors(params, X, w)
+            xi = jnp.einsum("s,sjk->jk", ws, xi)
+            frames, rw = X.reshape(S * T, *X.shape[2:]), (gamma * w[..., None]).reshape(S * T, -1)
+            g0 = gamma[:, 0]
+        else:
+            # Time-major throughout (the frames are transposed once, not the (T, S, K) arrays):
+            # log b, both scans and the emission statistics read contiguous rows.
+            Xt, wt = jnp.swapaxes(X, 0, 1), w.T
+            frames = Xt.reshape(T * S, *X.shape[2:])
+            log_b = self._log_emission_fn(params)(frames).reshape(T, S, -1)
+            gamma, xi, ll = forward_backward_time_major(
+                safe_log(params.initial_probs), params.transition_matrix, log_b, wt > 0, ws)
+            rw = (gamma * wt[..., None]).reshape(T * S, -1)
+            g0 = gamma[0]
+        est = self._emission_statistics(params, frames, rw)
         invalid = jnp.sum(where(~self._valid(X) & (w > 0), 1.0, 0.0))
         return HMMStatistics(
-            initial_counts=ws @ gamma[:, 0],
-            transition_counts=jnp.einsum("s,sjk->jk", ws, xi),
+            initial_counts=ws @ g0,
+            transition_counts=xi,
             emission=est,
             log_likelihood=jnp.sum(where(ws > 0, ws * ll, 0.0)),
             total_weight=jnp.sum(w),

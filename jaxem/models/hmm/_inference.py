@@ -151,71 +151,92 @@ def viterbi(log_pi, log_A, log_b, mask):
 
 
 def forward_backward_scaled(log_pi, A, log_b, mask):
-    """`forward_backward` for a batch ``log_b (S, T, K)``, ``mask (S, T)`` by Rabiner's scaling,
-    with one fallback: the fast route on CPU.
-
-    The emissions enter as b̃_tk = exp(ℓ_tk - max_k ℓ_tk) (one vectorised pass; 1 on padding), so
-    each step of the two scans is a K x K matrix product, a product and a sum on ``(S, K)`` arrays,
-    with no transcendental and no select inside the loop; the log-normalisers log c_t = log s_t +
-    max_k ℓ_tk are summed after it (log p(x) = Σ_t log c_t, so no underflow in T). Padding needs no
-    mask inside the loop because it is at the end: forward values past a sequence's end are never
-    read, and with b̃ = 1 there the backward recursion β̂ ∝ A 1 = 1 arrives uniform at the last
-    real step, as it should. A step's s_t can underflow only if every state that the transitions
-    reach explains x_t worse than some unreachable state by more than the dtype's exponent range
-    (708 nats in float64, 87 in float32; e.g. transitions that EM drove to ~0). If that happens
-    anywhere in the batch, the whole batch is recomputed by the log-space `forward_backward` (a
-    `jax.lax.cond`; under a caller's `jax.vmap` both run).
+    """`forward_backward` for a batch ``log_b (S, T, K)``, ``mask (S, T)`` by Rabiner's scaling
+    (`forward_backward_time_major` on the transposed arrays).
 
     Returns ``(gamma (S, T, K), xi_sum (S, K, K), log_likelihood (S,))``.
     """
-    S, T, K = log_b.shape
-    m = jnp.max(log_b, -1)  # (S, T)
-    bt = where(mask[..., None], jnp.exp(log_b - m[..., None]), 1.0)
-    # (T, S, K): time-major for the scans, materialised once (the barrier keeps XLA from fusing
-    # its producer into the loops, which made the backward scan ~10x slower).
-    bt_t = jax.lax.optimization_barrier(jnp.swapaxes(bt, 0, 1))
-    a0 = jnp.exp(log_pi)[None] * bt_t[0]
-    s0 = jnp.sum(a0, -1)
-    alpha0 = a0 / s0[:, None]
+    gamma, xi, ll = forward_backward_time_major(log_pi, A, jnp.swapaxes(log_b, 0, 1),
+                                                jnp.swapaxes(mask, 0, 1))
+    return jnp.swapaxes(gamma, 0, 1), xi, ll
 
-    def fwd(alpha, b):
-        a = (alpha @ A) * b
+
+def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None):
+    """Forward-backward for a batch of S sequences stored time-major, ``log_b (T, S, K)``, ``mask
+    (T, S)``, by Rabiner's scaling, with one fallback: the fast route on CPU.
+
+    The emissions enter as b̃_tk = exp(ℓ_tk - max_k ℓ_tk) (one vectorised pass; 1 on padding), so
+    each step of the two scans is a K x K matrix product, a product and a sum on ``(S, K)`` arrays,
+    with no transcendental inside the loop; the log-normalisers log c_t = log s_t + max_k ℓ_tk are
+    summed after it (log p(x) = Σ_t log c_t, so no underflow in T). Time-major storage makes every
+    step read and write contiguous rows, and γ_t = α̂_t β̂_t / Σ_k α̂_t β̂_t is formed inside the
+    backward scan, so no pass over ``(T, S, K)`` arrays is spent on transposes or concatenations.
+    Padding needs no mask inside the loop because it is at the end: forward values past a
+    sequence's end are never read, and with b̃ = 1 there the backward recursion β̂ ∝ A 1 = 1
+    arrives uniform at the last real step, as it should. A step's s_t can underflow only if every
+    state that the transitions reach explains x_t worse than some unreachable state by more than
+    the dtype's exponent range (708 nats in float64, 87 in float32; e.g. transitions that EM drove
+    to ~0). If that happens anywhere in the batch, the whole batch is recomputed by the log-space
+    `forward_backward` (a `jax.lax.cond`; under a caller's `jax.vmap` both run).
+
+    Args:
+      log_pi: ``(K,)``; A: ``(K, K)``; log_b: ``(T, S, K)``; mask: ``(T, S)`` bool.
+      seq_weights: optional ``(S,)``: return Σ_s w_s Σ_t ξ_{s,t} ``(K, K)`` instead of per sequence.
+
+    Returns ``(gamma (T, S, K), xi (S, K, K) or (K, K), log_likelihood (S,))``; γ is meaningless
+    on padding (mask it).
+    """
+    T, S, K = log_b.shape
+    dtype = log_b.dtype
+    m = jnp.max(log_b, -1)  # (T, S)
+    bt = where(mask[..., None], jnp.exp(log_b - m[..., None]), 1.0)
+    # Materialised once: the barrier keeps XLA from fusing the exponential into both loops.
+    bt = jax.lax.optimization_barrier(bt)
+    pi = jnp.exp(log_pi)
+    steps = jnp.arange(T)
+
+    def fwd(alpha, inp):  # α̂_t ∝ (α̂_{t-1} A) ∘ b̃_t, with α̂_{-1} A := π
+        b, t = inp
+        a = where(t == 0, pi[None], alpha @ A) * b
         s = jnp.sum(a, -1)
         alpha = a / s[:, None]
         return alpha, (alpha, s)
 
-    _, (alphas, ss) = jax.lax.scan(fwd, alpha0, bt_t[1:], unroll=8)
-    alphas = jnp.concatenate([alpha0[None], alphas], 0)  # (T, S, K)
-    ss = jnp.concatenate([s0[None], ss], 0)  # (T, S)
-    ones = jnp.full((S, K), 1.0 / K, log_b.dtype)
-    mask_t = jnp.swapaxes(mask, 0, 1)
-    on = mask_t[1:].astype(log_b.dtype)  # (T-1, S): the transition t -> t+1 is real
+    _, (alphas, ss) = jax.lax.scan(fwd, jnp.zeros((S, K), dtype), (bt, steps), unroll=8)
+    ones = jnp.full((S, K), 1.0 / K, dtype)
+    last = T - 1
+    # Transition t -> t+1 is real when step t+1 is (padding is at the end).
+    on = jnp.concatenate([mask[1:], jnp.zeros((1, S), bool)], 0).astype(dtype)
 
-    def bwd(carry, inp):  # carry: β̂_{t+1} and Σ ξ over the later steps
+    def bwd(carry, inp):  # carry β̂_{t+1} and Σ_{t' > t} ξ_t'; emit γ_t
         beta, acc = carry
-        b, alpha, o = inp
+        alpha, o, t = inp
+        b = where(t == last, 1.0, jax.lax.dynamic_index_in_dim(bt, jnp.minimum(t + 1, last),
+                                                               keepdims=False))
         e = b * beta  # ∝ p(x_{t+1} | k) β_{t+1}(k)
         q = e @ A.T
         n = jnp.sum(q, -1)
-        norm = jnp.sum(alpha * q, -1)  # Σ_jk α̂_t(j) A_jk e(k)
-        c = o / where(norm > 0, norm, 1.0)
-        # ξ_t(j, k) = α̂_t(j) A_jk e(k) / norm; A multiplies the sum once at the end.
-        acc = acc + (alpha * c[:, None])[:, :, None] * e[:, None, :]
         beta = q / n[:, None]
-        return (beta, acc), (beta, n)
+        g = alpha * beta
+        gs = jnp.sum(g, -1)
+        # ξ_t(j, k) = α̂_t(j) A_jk e(k) / Σ_jk(same), and Σ_jk = n Σ_j α̂_t(j) β̂_t(j) = n gs;
+        # A multiplies the sum once at the end.
+        c = o / where(n * gs > 0, n * gs, 1.0)
+        acc = acc + (alpha * c[:, None])[:, :, None] * e[:, None, :]
+        return (beta, acc), (g / gs[:, None], n)
 
-    zero = jnp.zeros((S, K, K), log_b.dtype)
-    (_, acc), (betas, ns) = jax.lax.scan(bwd, (ones, zero), (bt_t[1:], alphas[:-1], on),
-                                         reverse=True, unroll=8)
-    betas = jnp.concatenate([betas, ones[None]], 0)
-    g = alphas * betas
-    gamma = jnp.swapaxes(g / jnp.sum(g, -1, keepdims=True), 0, 1)
-    xi = A[None] * acc
-    ll = jnp.sum(where(mask_t, jnp.log(ss) + jnp.swapaxes(m, 0, 1), 0.0), 0)
-    ok = (jnp.min(where(mask_t, ss, 1.0)) > 0) & (jnp.min(ns) > 0) & jnp.all(jnp.isfinite(ll))
+    zero = jnp.zeros((S, K, K), dtype)
+    (_, acc), (gamma, ns) = jax.lax.scan(bwd, (ones, zero), (alphas, on, steps), reverse=True,
+                                         unroll=8)
+    xi = A[None] * acc if seq_weights is None else A * jnp.einsum("s,sjk->jk", seq_weights, acc)
+    ll = jnp.sum(where(mask, jnp.log(ss) + m, 0.0), 0)
+    ok = (jnp.min(where(mask, ss, 1.0)) > 0) & (jnp.min(ns) > 0) & jnp.all(jnp.isfinite(ll))
 
     def fallback(ops):
-        out, (log_pi, A, log_b, mask) = ops
-        return jax.vmap(forward_backward, (None, None, 0, 0))(log_pi, A, log_b, mask)
+        _, (log_pi, A, log_b, mask) = ops
+        g, x, l = jax.vmap(forward_backward, (None, None, 1, 1))(log_pi, A, log_b, mask)
+        x = x if seq_weights is None else jnp.einsum("s,sjk->jk", seq_weights, x)
+        return jnp.swapaxes(g, 0, 1), x, l
 
-    return jax.lax.cond(ok, lambda ops: ops[0], fallback, ((gamma, xi, ll), (log_pi, A, log_b, mask)))
+    return jax.lax.cond(ok, lambda ops: ops[0], fallback,
+                        ((gamma, xi, ll), (log_pi, A, log_b, mask)))
