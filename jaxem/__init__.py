@@ -52,3 +52,11 @@ __version__ = "0.1.0"
 from ._blocks import StreamError as StreamError
 from ._stream import fit_stream as fit_stream
 from ._stream_init import init_stream as init_stream
+
+# issue 18: MAP estimation with conjugate priors (Fraley & Raftery 2007)
+from ._prior import BetaPrior as BetaPrior
+from ._prior import GammaPrior as GammaPrior
+from ._prior import GaussianPrior as GaussianPrior
+from ._prior import HMMPrior as HMMPrior
+from ._prior import default_prior as default_prior
+from ._prior import log_prior as log_prior

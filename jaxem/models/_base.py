@@ -141,9 +141,12 @@ class Model:
     def em_update(self, params, X, weights):
         """One EM iteration, `maximize` ∘ `sufficient_statistics`: returns ``(new_params,
         log_likelihood_at_params, status)``."""
+        from .._prior import log_posterior_sum
+
         st = self._statistics(params, X, weights)
         new, status = self._maximize(st, params)
-        return new, st.log_likelihood.astype(X.dtype), status
+        # with a prior: + log p(θ) (the log posterior, which MAP EM increases)
+        return new, log_posterior_sum(self, params, st.log_likelihood.astype(X.dtype)), status
 
 
 class Mixture(Model):
