@@ -438,6 +438,16 @@ def default_prior(model, X, weights=None, lengths=None):
     return GaussianPrior(shrinkage=0.01, mean=tuple(mean), dof=D + 2.0, scale=scale)
 
 
+def for_init(model, X, w):
+    """The model `init` runs its M-step with: ``prior="default"`` resolved from concrete data, or
+    dropped (an ML start) under a trace."""
+    from ._validate import is_concrete
+
+    if not isinstance(getattr(model, "prior", None), str):
+        return model
+    return resolve(model, X, w) if is_concrete(X, w) else dataclasses.replace(model, prior=None)
+
+
 def resolve(model, X, w):
     """``model`` with ``prior="default"`` replaced by `default_prior` of concrete data."""
     if not isinstance(getattr(model, "prior", None), str):

@@ -155,7 +155,7 @@ class ProductMixture(Mixture):
         X, w = as_data(X, weights)
         validate(X, w, self.n_components)
         self.check_data(X)
-        return init_from_responsibilities(self, key, X, w, method)
+        return init_from_responsibilities(_prior.for_init(self, X, w), key, X, w, method)
 
     def sample(self, key, params, n: int, return_labels: bool = False):
         """Draw ``n`` samples ``(n, D)`` (and their components if ``return_labels``); ValueError

@@ -174,7 +174,7 @@ class GaussianMixture(Mixture):
         responsibilities followed by one M-step, as scikit-learn's ``init_params``."""
         X, w = as_data(X, weights)
         validate(X, w, self.n_components)
-        return init_from_responsibilities(self, key, X, w, method)
+        return init_from_responsibilities(_prior.for_init(self, X, w), key, X, w, method)
 
     # --- geometry: everything the E-step needs from the parameters, computed once per iteration ----
     def _geometry(self, params) -> _Geometry:
