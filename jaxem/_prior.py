@@ -274,7 +274,7 @@ def _scale(prior, ct: str, D: int, dtype):
     """Λ_P as (D, D) (full/tied), (D,) (diag) or () (spherical)."""
     lam = np.asarray(prior.scale, np.float64)
     if ct in ("full", "tied"):
-        if lam.ndim < 2:
+        if lam.ndim == 0 or lam.shape == (D,):
             lam = np.eye(D) * lam
         if lam.shape != (D, D) or not np.allclose(lam, lam.T):
             raise ValueError(f"GaussianPrior scale must be a number, (D,) or a symmetric (D, D) "
