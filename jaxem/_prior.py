@@ -125,8 +125,12 @@ class GaussianPrior:
         if self.dof is not None:
             s(self, "dof", _hyper("dof", self.dof, ndim_max=0))
         s(self, "scale", _hyper("scale", self.scale, ndim_max=2))
-        if np.any(np.diagonal(np.atleast_2d(self.scale)) < 0) if np.ndim(self.scale) == 2 else \
-                np.any(np.asarray(self.scale) < 0):
+        lam = np.asarray(self.scale)
+        if lam.ndim == 2 and (lam.shape[0] != lam.shape[1] or not np.allclose(lam, lam.T)):
+            raise ValueError(f"scale must be a number, a vector or a symmetric matrix, got shape "
+                             f"{lam.shape}.")
+        low = np.linalg.eigvalsh(lam).min() if lam.ndim == 2 else np.min(lam)
+        if low < -1e-12 * max(1.0, float(np.abs(lam).max())):
             raise ValueError(f"scale must be >= 0 (positive semi-definite), got {self.scale!r}.")
         s(self, "weights_concentration", _hyper("weights_concentration",
                                                 self.weights_concentration, ndim_max=0,
@@ -217,6 +221,23 @@ class HMMPrior:
         e = self.emission
         if e is not None and not isinstance(e, (GaussianPrior, GammaPrior)):
             object.__setattr__(self, "emission", _hyper("emission", e, ndim_max=1, minimum=1.0))
+
+
+PRIORS = {c.__name__: c for c in (GaussianPrior, BetaPrior, GammaPrior, HMMPrior)}
+
+
+def to_json(prior):
+    """A prior as JSON-able values (for `jaxem.save`); `from_json` inverts it."""
+    if not dataclasses.is_dataclass(prior):
+        return prior
+    return {"prior": type(prior).__name__,
+            "fields": {f.name: to_json(getattr(prior, f.name)) for f in dataclasses.fields(prior)}}
+
+
+def from_json(obj):
+    if not (isinstance(obj, dict) and obj.get("prior") in PRIORS):
+        return obj
+    return PRIORS[obj["prior"]](**{k: from_json(v) for k, v in obj["fields"].items()})
 
 
 def check_prior(model, *types) -> None:

@@ -410,3 +410,15 @@ def test_bad_priors_raise():
         maximize("default")
     with pytest.raises(ValueError, match="concrete"):
         jax.eval_shape(lambda X: jaxem.fit(jaxem.GaussianMixture(2, prior="default"), p, X), X)
+
+
+def test_save_load_keeps_the_prior(tmp_path):
+    gm = jaxem.GaussianMixture(2, "full", prior=jaxem.GaussianPrior(
+        0.01, (0.0, 1.0), 4.0, ((1.0, 0.2), (0.2, 1.0)), weights_concentration=2.0))
+    jaxem.save(tmp_path / "g.npz", gm, _start(np.eye(4, 2), np.arange(4) % 2, "full"))
+    model = jaxem.load(tmp_path / "g.npz")[0]
+    assert model == gm and hash(model) == hash(gm)
+    bm = jaxem.BernoulliMixture(2, prior=jaxem.BetaPrior(a=(1.0, 2.0), b=1.5))
+    jaxem.save(tmp_path / "b.npz", bm, jaxem.BernoulliMixtureParams(jnp.full(2, 0.5),
+                                                                   jnp.full((2, 2), 0.5)))
+    assert jaxem.load(tmp_path / "b.npz")[0] == bm

@@ -96,7 +96,9 @@ class Model:
         raise NotImplementedError
 
     def bic(self, params, X):
-        """Bayesian information criterion -2 log L + p log N (lower is better)."""
+        """Bayesian information criterion -2 log L + p log N (lower is better). With a prior on the
+        model, L is still the likelihood (at the MAP estimate), not the posterior: Fraley &
+        Raftery's (2007) BIC for MAP fits, as mclust reports it."""
         X, _ = as_data(X, None, self.n_features(params))
         return -2.0 * self.log_likelihood(params, X) + self.n_parameters(params) * math.log(
             X.shape[0]

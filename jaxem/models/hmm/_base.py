@@ -332,7 +332,8 @@ class HiddenMarkovModel:
         return (K - 1) + K * (K - 1) + self._n_emission_parameters(params)
 
     def bic(self, params, X, lengths=None):
-        """-2 log L + p log(number of frames) (lower is better)."""
+        """-2 log L + p log(number of frames) (lower is better); with a prior, L is the
+        likelihood at the MAP estimate (Fraley & Raftery 2007), not the posterior."""
         _, w, _ = self._as_sequences(X, None, lengths)
         n = jnp.sum(where(w > 0, 1.0, 0.0))
         return -2.0 * self.log_likelihood(params, X, None, lengths) + self.n_parameters(
