@@ -162,6 +162,26 @@ def test_gaussian_map_em_matches_numpy_reference(data):
         assert np.all(np.diff(lps[:, i]) >= -1e-9)  # EM on the log posterior is monotone
 
 
+def test_float32_map_step(data):
+    """float32 data far from the origin (|x| ~ 1e3): the MAP step (full covariances, statistics
+    about the means) to float32 rounding."""
+    X, labels = data
+    ct, prior, pr = _prior_case("full")
+    shift = np.array([1e3, -1e3])
+    prior = jaxem.GaussianPrior(prior.shrinkage, tuple(pr[1] + shift), prior.dof, prior.scale,
+                                prior.weights_concentration)
+    pr = (pr[0], pr[1] + shift) + pr[2:]
+    model = jaxem.GaussianMixture(3, ct, reg_covar=0.0, prior=prior)
+    p0 = _start(X + shift, labels, ct)
+    p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), p0)
+    new, lp = _map_step(model)(p32, jnp.asarray(X + shift, jnp.float32))
+    assert new.means.dtype == jnp.float32 and np.isfinite(float(lp))
+    (w, mu, cov), _ = _reference_iterates(X + shift, p0, ct, pr, 1)
+    np.testing.assert_allclose(new.weights, w, rtol=1e-5)
+    np.testing.assert_allclose(new.means, mu, rtol=1e-6)
+    np.testing.assert_allclose(new.covariances, cov, rtol=1e-4, atol=1e-5)
+
+
 def test_fit_reports_the_log_posterior(data):
     """`jaxem.fit` runs the same MAP iterates: its trace is the mean log posterior
     (Σ log p(x) + log p̃(θ)) / N, non-decreasing, and ``log_likelihood`` is it at the returned
