@@ -58,3 +58,11 @@ from ._information import ObservedInformation as ObservedInformation
 from ._information import information_coordinates as information_coordinates
 from ._information import observed_information as observed_information
 from ._information import standard_errors as standard_errors
+
+# issue 18: MAP estimation with conjugate priors (Fraley & Raftery 2007)
+from ._prior import BetaPrior as BetaPrior
+from ._prior import GammaPrior as GammaPrior
+from ._prior import GaussianPrior as GaussianPrior
+from ._prior import HMMPrior as HMMPrior
+from ._prior import default_prior as default_prior
+from ._prior import log_prior as log_prior

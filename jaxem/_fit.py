@@ -13,6 +13,7 @@ from ._adjoint import implicit_params
 from ._checks import positive_int, tolerance
 from ._compile import compiled
 from ._mstep import ClosedFormMStep
+from ._prior import log_posterior_sum, resolve
 from ._progress import with_progress
 from ._squarem import Squarem
 from ._status import FATAL, Status, flag
@@ -27,7 +28,10 @@ class FitResult(NamedTuple):
 
     Attributes:
       params: the fitted parameters (after the last M-step).
-      log_likelihood: weighted mean per-sample log-likelihood at ``params``.
+      log_likelihood: weighted mean per-sample log-likelihood at ``params``. With a prior on the
+        model (``prior=``) the log posterior instead: (Σ_n w_n log p(x_n | θ) + log p̃(θ)) / Σw,
+        p̃ the prior density without its normalising constant (`jaxem._prior`); the same in
+        ``trace``. (`bic`/`aic` keep the log-likelihood at the MAP estimate, as mclust.)
       n_iter: number of EM iterations run (scikit-learn's ``n_iter_``).
       converged: whether |trace[i] - trace[i-1]| < tol was reached.
       trace: ``(min(max_iter, TRACE_CAP),)`` mean log-likelihood at the parameters entering
@@ -168,7 +172,8 @@ def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progr
     status = state.status | flag(~state.converged & (tol > 0), Status.MAX_ITER_REACHED)
     status = where((status & int(FATAL)) != 0, status & ~int(Status.MAX_ITER_REACHED), status)
     if final_ll is None:
-        final_ll = model.log_likelihood(state.params, X, w) / total_w if final_log_likelihood else nan
+        final_ll = (log_posterior_sum(model, state.params, model.log_likelihood(state.params, X, w))
+                    / total_w if final_log_likelihood else nan)
     trace = _unroll_trace(state.trace, state.i, max_iter)
     return FitResult(state.params, final_ll, state.i, state.converged, trace, status)
 
@@ -194,6 +199,11 @@ def fit(
     `jax.lax.while_loop`) stops after the first iteration with |trace[i] - trace[i-1]| < tol, after
     ``max_iter`` iterations, or on a fatal status. From the same start, ``n_iter`` and ``trace`` equal
     scikit-learn's ``n_iter_`` and ``lower_bounds_``.
+
+    With a prior on the model (``prior=``, e.g. `jaxem.GaussianPrior`; Fraley & Raftery 2007) the
+    M-step is the posterior mode and EM maximises the log posterior: ``trace`` and
+    ``log_likelihood`` then hold (Σ_n w_n log p(x_n | θ) + log p̃(θ)) / Σw, which never decreases.
+    ``prior="default"`` is resolved here from the (concrete) data by `jaxem.default_prior`.
 
     With ``X`` (and ``weights``) a `jax.Array` split by rows over devices or processes
     (``NamedSharding(mesh, P(axis, None))``, any axis name), the fit is data-parallel
@@ -252,6 +262,7 @@ def fit(
         model.check_data(X)
         model.check_params(params)
     check_params_finite(params)
+    model = resolve(model, X, w)  # prior="default": `jaxem.default_prior` of this data
     params = _cast_params(params, X.dtype)
     if adjoint not in ("implicit", "unrolled"):
         raise ValueError(f"adjoint must be 'implicit' or 'unrolled', got {adjoint!r}.")
@@ -317,7 +328,8 @@ def _fit_rows(model, params, X, w, tol, *, max_iter, updater, adjoint, progress,
 def _mean_log_likelihood(model, theta, X, w, value=None):
     """(1/Σw) log p(X | θ), differentiable in θ, X and w. With ``value`` (already computed by the
     loop) the evaluation is traced only when something is differentiated."""
-    f = lambda theta, X, w: model.log_likelihood(theta, X, w) / jnp.sum(w)
+    f = lambda theta, X, w: log_posterior_sum(
+        model, theta, model.log_likelihood(theta, X, w)) / jnp.sum(w)
     if value is None:
         return f(theta, X, w)
 

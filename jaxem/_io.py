@@ -37,6 +37,10 @@ def _config(model) -> dict | None:
             fields[f.name] = v
         elif f.name == "accumulate_dtype":
             fields[f.name] = np.dtype(v).name
+        elif f.name == "prior" and dataclasses.is_dataclass(v):
+            from ._prior import to_json
+
+            fields[f.name] = to_json(v)
         else:
             return None
     return {"class": cls.__name__, "fields": fields}
@@ -107,7 +111,10 @@ def load(path, model=None, like=None):
                 f"{path} holds the parameters of a model built from a user function; rebuild the "
                 "model (e.g. jaxem.MixtureModel(log_joint, n_components)) and pass it as "
                 "jaxem.load(path, model=model, like=params_of_the_same_structure).")
-        model = _registry()[meta["model"]["class"]](**meta["model"]["fields"])
+        from ._prior import from_json
+
+        fields = {k: from_json(v) for k, v in meta["model"]["fields"].items()}
+        model = _registry()[meta["model"]["class"]](**fields)
     if like is not None:
         treedef = jax.tree_util.tree_structure(like)
         if str(treedef) != meta["treedef"]:

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _shard
+from ._prior import log_posterior_sum, log_prior
 from ._status import Status, flag
 from ._where import select, where
 
@@ -28,7 +29,7 @@ class ClosedFormMStep:
         if _shard.applies(rows, X.shape[0]) and _has_statistics(model):
             st = _shard.reduce_rows(rows, lambda X, w: model._statistics(params, X, w), (X, w))
             new, status = model._maximize(st, params)
-            ll = st.log_likelihood.astype(X.dtype)
+            ll = log_posterior_sum(model, params, st.log_likelihood.astype(X.dtype))
         else:
             new, ll, status = model.em_update(params, X, w)
         return new, state, ll, jnp.asarray(status, jnp.int32)
@@ -112,11 +113,12 @@ class GradientMStep:
     def update(self, model, params, state, X, w):
         """Returns ``(new_params, new_state, log_likelihood_at_params, status)``."""
         posterior, ll = model.e_step(params, X, w)
+        ll = log_posterior_sum(model, params, ll)
         posterior = jax.lax.stop_gradient(posterior)
         total_w = jnp.sum(w)
 
-        def f(p):  # -Q(p, θ_old) / Σw
-            return -model.q_function(p, posterior, X, w) / total_w
+        def f(p):  # -(Q(p, θ_old) + log p̃(p)) / Σw (with a prior: MAP generalized EM)
+            return -(model.q_function(p, posterior, X, w) + log_prior(model, p)) / total_w
 
         import optax  # imported on use: a closed-form fit never needs it (0.1 s of `import jaxem`)
 

@@ -280,6 +280,11 @@ def fit_online(
       Array(40, dtype=int32)
     """
     n_epochs, warmup = _check_counts(n_epochs, warmup, burn_in)
+    if getattr(model, "prior", None) is not None:
+        # s_t is per unit weight: a prior would weigh as much as the whole data set.
+        raise ValueError("fit_online does not support models with prior= yet (its statistics are "
+                         "per unit weight, so the prior's strength relative to the data is "
+                         "undefined); use jaxem.fit or jaxem.fit_stream for MAP estimation.")
     if is_concrete(tol) and not float(tol) >= 0:
         raise ValueError(f"tol must be >= 0 (0: run all n_epochs), got {tol}.")
     gamma_fn = _gamma_fn(step_size)

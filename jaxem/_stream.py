@@ -12,6 +12,7 @@ from ._blocks import (Source, StreamError, check_block_size, default_block_size,
                       progress_bar, stream_pass, zeros_like_shapes, block_flags)
 from ._compile import compiled
 from ._fit import FitResult, _all_finite
+from ._prior import log_posterior_sum
 from ._status import FATAL, Status
 from .models._base import Model
 
@@ -32,7 +33,8 @@ def _finish(model, params, acc, comp):
     new, status = model._maximize(st, params)
     dtype = jnp.result_type(*[x for x in jax.tree_util.tree_leaves(params)
                               if jnp.issubdtype(x.dtype, jnp.inexact)])
-    ll = st.log_likelihood.astype(dtype) / st.total_weight.astype(dtype)
+    ll = log_posterior_sum(model, params, st.log_likelihood.astype(dtype)) / st.total_weight.astype(
+        dtype)
     return new, jnp.asarray(status, jnp.int32), ll, jnp.isfinite(ll), _all_finite((ll, new))
 
 

@@ -96,7 +96,9 @@ class Model:
         raise NotImplementedError
 
     def bic(self, params, X):
-        """Bayesian information criterion -2 log L + p log N (lower is better)."""
+        """Bayesian information criterion -2 log L + p log N (lower is better). With a prior on the
+        model, L is still the likelihood (at the MAP estimate), not the posterior: Fraley &
+        Raftery's (2007) BIC for MAP fits, as mclust reports it."""
         X, _ = as_data(X, None, self.n_features(params))
         return -2.0 * self.log_likelihood(params, X) + self.n_parameters(params) * math.log(
             X.shape[0]
@@ -141,9 +143,12 @@ class Model:
     def em_update(self, params, X, weights):
         """One EM iteration, `maximize` ∘ `sufficient_statistics`: returns ``(new_params,
         log_likelihood_at_params, status)``."""
+        from .._prior import log_posterior_sum
+
         st = self._statistics(params, X, weights)
         new, status = self._maximize(st, params)
-        return new, st.log_likelihood.astype(X.dtype), status
+        # with a prior: + log p(θ) (the log posterior, which MAP EM increases)
+        return new, log_posterior_sum(self, params, st.log_likelihood.astype(X.dtype)), status
 
 
 class Mixture(Model):

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _prior
 from .._chunk import chunked_sum
 from .._init import init_from_responsibilities
 from .._status import Status, flag
@@ -124,12 +125,23 @@ class ProductMixture(Mixture):
         eps = 10 * jnp.finfo(sx.dtype).eps
         # N_k floored at 10·eps of the total: invariant under w -> c·w (see GaussianMixture).
         nk_e = jnp.maximum(nk, jnp.maximum(eps * jnp.sum(nk), jnp.finfo(sx.dtype).tiny))
-        weights = nk_e / jnp.sum(nk_e)
-        theta = self._clip(sx / nk_e[:, None])
+        prior = _prior.active(self)
+        if prior is None:
+            weights = nk_e / jnp.sum(nk_e)
+            theta = self._clip(sx / nk_e[:, None])
+        else:  # the posterior mode (MAP M-step), see `jaxem._prior`
+            weights = _prior.dirichlet_mode(nk_e, prior.weights_concentration)
+            theta = self._clip(self._posterior_mode(prior, nk_e, sx))
         empty = nk < eps * jnp.sum(nk)
         if prev is not None:
             theta = where(empty[:, None], self._theta(prev), theta)
         return self._make(weights, theta), flag(jnp.any(empty), Status.EMPTY_COMPONENT)
+
+    def _log_prior(self, params):
+        """θ-dependent part of log p(θ) under ``prior`` (see `jaxem._prior`)."""
+        p = _prior.active(self)
+        return (_prior.dirichlet_log_kernel(params.weights, p.weights_concentration)
+                + self._theta_log_kernel(p, self._theta(params)))
 
     def m_step(self, posterior, X, weights=None, params=None):
         """Closed-form M-step from responsibilities ``posterior (N, K)``."""
@@ -143,7 +155,7 @@ class ProductMixture(Mixture):
         X, w = as_data(X, weights)
         validate(X, w, self.n_components)
         self.check_data(X)
-        return init_from_responsibilities(self, key, X, w, method)
+        return init_from_responsibilities(_prior.for_init(self, X, w), key, X, w, method)
 
     def sample(self, key, params, n: int, return_labels: bool = False):
         """Draw ``n`` samples ``(n, D)`` (and their components if ``return_labels``); ValueError

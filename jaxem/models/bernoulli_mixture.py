@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from .. import _prior
 from .._checks import float_in_open_interval
 from ._product_mixture import ProductMixture
 
@@ -34,6 +35,10 @@ class BernoulliMixture(ProductMixture):
       n_components: K.
       min_prob: probabilities are clipped to [min_prob, 1 - min_prob] (no log 0).
       chunk_size: rows per block of the streamed E/M pass (None: automatic).
+      prior: None (maximum likelihood), a `jaxem.BetaPrior` (MAP estimation: the M-step is
+        p_kd = clip((s_kd + a_d - 1) / (N_k + a_d + b_d - 2)) and `jaxem.fit` reports the log
+        posterior; see `jaxem._prior`), or "default" (resolved by `jaxem.fit`,
+        `jaxem.default_prior`).
 
     Example:
       >>> import jax, jaxem
@@ -45,6 +50,7 @@ class BernoulliMixture(ProductMixture):
     n_components: int
     min_prob: float = 1e-6
     chunk_size: int | None = None
+    prior: Any = None
     _data_message = (
         "BernoulliMixture needs X with values in [0, 1] (binary data); binarise it, e.g. "
         "X = (X > threshold).astype(float)."
@@ -53,6 +59,16 @@ class BernoulliMixture(ProductMixture):
     def __post_init__(self):
         super().__post_init__()
         float_in_open_interval("min_prob", self.min_prob, 0.0, 0.5)
+        _prior.check_prior(self, _prior.BetaPrior)
+
+    def _posterior_mode(self, prior, nk, sx):
+        a, b = (_prior._array(v, sx.dtype) for v in (prior.a, prior.b))
+        return (sx + a - 1.0) / (nk[:, None] + a + b - 2.0)
+
+    def _theta_log_kernel(self, prior, probs):
+        a, b = (_prior._array(v, probs.dtype) for v in (prior.a, prior.b))
+        p = self._clip(probs)
+        return jnp.sum((a - 1.0) * jnp.log(p) + (b - 1.0) * jnp.log1p(-p))
 
     _theta_name = "probs"
 

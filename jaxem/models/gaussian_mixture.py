@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _prior
 from .._chunk import chunked_sum, chunked_sum_rows
 from .._init import init_from_responsibilities
 from .._linalg import cholesky_factors
@@ -117,6 +118,10 @@ class GaussianMixture(Mixture):
         "moments" (full covariances only: raw moments φ(x) = [vech(x xᵀ), x, 1], two GEMMs per
         iteration, about 3x faster, float64 data only) or "auto" (moments for full covariances
         with float64 data and computation, residuals otherwise).
+      prior: None (maximum likelihood), a `jaxem.GaussianPrior` (EM then finds the MAP estimate,
+        Fraley & Raftery 2007: the M-step is the posterior mode, and `jaxem.fit`'s ``trace`` and
+        ``log_likelihood`` report the log posterior; see `jaxem._prior`), or "default" (resolved
+        by `jaxem.fit` from the data with `jaxem.default_prior`, mclust's ``defaultPrior``).
 
     A component whose mass N_k falls below 10·eps·Σw keeps its previous mean and covariance (its
     weight goes to ~0) and the fit reports ``Status.EMPTY_COMPONENT``. A component whose weight is
@@ -137,9 +142,11 @@ class GaussianMixture(Mixture):
     chunk_size: int | None = None
     accumulate_dtype: Any = None
     statistics: str = "auto"
+    prior: Any = None
 
     def __post_init__(self):
         super().__post_init__()
+        _prior.check_prior(self, _prior.GaussianPrior)
         one_of("covariance_type", self.covariance_type, COVARIANCE_TYPES)
         one_of("statistics", self.statistics, STATISTICS)
         if self.statistics == "moments" and self.covariance_type != "full":
@@ -167,7 +174,7 @@ class GaussianMixture(Mixture):
         responsibilities followed by one M-step, as scikit-learn's ``init_params``."""
         X, w = as_data(X, weights)
         validate(X, w, self.n_components)
-        return init_from_responsibilities(self, key, X, w, method)
+        return init_from_responsibilities(_prior.for_init(self, X, w), key, X, w, method)
 
     # --- geometry: everything the E-step needs from the parameters, computed once per iteration ----
     def _geometry(self, params) -> _Geometry:
@@ -285,19 +292,25 @@ class GaussianMixture(Mixture):
             d = (st.sy if L is None else jnp.einsum("kde,ke->kd", L, st.sy)) / nk_e[:, None]
             S = st.syy if L is None else jnp.einsum("kde,kef,kgf->kdg", L, st.syy, L)
             cov = S / nk_e[:, None, None] - shrink[:, None, None] * d[:, :, None] * d[:, None, :]
-            cov = cov + self.reg_covar * np.eye(D, dtype=dtype)
         elif ct == "tied":
             d = (st.sy if L is None else st.sy @ L.T) / nk_e[:, None]
             S = st.syy if L is None else L @ st.syy @ L.T
             cov = (S - jnp.einsum("k,kd,ke->de", 2 * nk_e - st.nk, d, d)) / jnp.sum(nk_on)
-            cov = cov + self.reg_covar * np.eye(D, dtype=dtype)
         else:
             scale = 1.0 if L is None else (L if ct == "diag" else L[:, None])
             d = st.sy * scale / nk_e[:, None]
-            cov = st.syy * scale**2 / nk_e[:, None] - shrink[:, None] * d * d + self.reg_covar
-            if ct == "spherical":
-                cov = jnp.mean(cov, 1)
+            cov = st.syy * scale**2 / nk_e[:, None] - shrink[:, None] * d * d
         means = g.means + d
+        prior = _prior.active(self)
+        if prior is not None:  # the posterior mode (MAP M-step) from the same ML pieces
+            weights = _prior.dirichlet_mode(nk_on, prior.weights_concentration, on=on)
+            n = jnp.sum(nk_on) if ct == "tied" else (nk_e[:, None, None] if ct == "full"
+                                                      else nk_e[:, None])
+            means, cov = _prior.gaussian_mode(prior, ct, nk_e, means, cov * n, on)
+        elif ct == "spherical":
+            cov = jnp.mean(cov, 1)
+        cov = cov + (self.reg_covar * np.eye(D, dtype=dtype) if ct in ("full", "tied")
+                     else self.reg_covar)
         empty = st.nk < eps * jnp.sum(st.nk)
         status = flag(jnp.any(empty & on), Status.EMPTY_COMPONENT)
         if prev is not None:
@@ -306,6 +319,13 @@ class GaussianMixture(Mixture):
                 mask = empty.reshape((-1,) + (1,) * (cov.ndim - 1))
                 cov = where(mask, prev.covariances, cov)
         return GaussianMixtureParams(weights, means, cov), status
+
+    def _log_prior(self, params):
+        """θ-dependent part of log p(θ) under ``prior`` (see `jaxem._prior`)."""
+        p = _prior.active(self)
+        return (_prior.dirichlet_log_kernel(params.weights, p.weights_concentration)
+                + _prior.gaussian_log_kernel(p, self.covariance_type, params.means,
+                                             params.covariances))
 
     def m_step(self, posterior, X, weights=None, params=None) -> GaussianMixtureParams:
         """Closed-form M-step from responsibilities ``posterior (N, K)``, in two passes as

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from .. import _prior
 from .._checks import positive_float
 from ._product_mixture import ProductMixture
 
@@ -33,6 +34,10 @@ class PoissonMixture(ProductMixture):
       n_components: K.
       min_rate: rates are floored at this value (no log 0 for a feature a component never sees).
       chunk_size: rows per block of the streamed E/M pass (None: automatic).
+      prior: None (maximum likelihood), a `jaxem.GammaPrior` (MAP estimation: the M-step is
+        λ_kd = max((s_kd + shape_d - 1) / (N_k + rate), min_rate) and `jaxem.fit` reports the log
+        posterior; see `jaxem._prior`), or "default" (resolved by `jaxem.fit`,
+        `jaxem.default_prior`).
 
     Example:
       >>> import jax, jaxem
@@ -44,6 +49,7 @@ class PoissonMixture(ProductMixture):
     n_components: int
     min_rate: float = 1e-6
     chunk_size: int | None = None
+    prior: Any = None
     _data_message = (
         "PoissonMixture needs non-negative X (counts); remove or fix the negative entries."
     )
@@ -51,6 +57,16 @@ class PoissonMixture(ProductMixture):
     def __post_init__(self):
         super().__post_init__()
         positive_float("min_rate", self.min_rate)
+        _prior.check_prior(self, _prior.GammaPrior)
+
+    def _posterior_mode(self, prior, nk, sx):
+        shape = _prior._array(prior.shape, sx.dtype)
+        return (sx + shape - 1.0) / (nk[:, None] + prior.rate)
+
+    def _theta_log_kernel(self, prior, rates):
+        shape = _prior._array(prior.shape, rates.dtype)
+        lam = self._clip(rates)
+        return jnp.sum((shape - 1.0) * jnp.log(lam) - prior.rate * lam)
 
     _theta_name = "rates"
 

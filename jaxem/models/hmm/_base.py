@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ... import _prior
 from ..._status import Status, flag
 from ..._compile import compiled
 from ..._validate import device_array, is_concrete
@@ -237,22 +238,34 @@ class HiddenMarkovModel:
 
     def _maximize(self, st: HMMStatistics, params):
         dtype = params.transition_matrix.dtype
-        n0 = st.initial_counts
+        n0, counts = st.initial_counts, st.transition_counts
+        prior = _prior.active(self)
+        tiny = 10 * jnp.finfo(dtype).eps * jnp.sum(counts)
+        if prior is not None:  # Dirichlet rows: the posterior mode (n + α - 1) / Σ (n + α - 1)
+            n0 = n0 + (_prior._array(prior.initial, n0.dtype) - 1.0)
+            counts = counts + (_prior._array(prior.transition, counts.dtype) - 1.0)
         pi = n0 / jnp.sum(n0)
-        row = jnp.sum(st.transition_counts, 1, keepdims=True)
-        tiny = 10 * jnp.finfo(dtype).eps * jnp.sum(row)
-        A = where(row > tiny, st.transition_counts / where(row > 0, row, 1.0),
-                  params.transition_matrix)
+        row = jnp.sum(counts, 1, keepdims=True)
+        A = where(row > tiny, counts / where(row > 0, row, 1.0), params.transition_matrix)
         new, status = self._emission_maximize(st.emission, params)
         new = new._replace(initial_probs=pi.astype(dtype), transition_matrix=A.astype(dtype))
         bad = st.n_invalid > 0
         return select(bad, params, new), status | flag(bad, Status.INVALID_INPUT)
 
+    def _log_prior(self, params):
+        """θ-dependent part of log p(θ) under ``prior`` (`jaxem.HMMPrior`)."""
+        p = _prior.active(self)
+        lp = (_prior.dirichlet_log_kernel(params.initial_probs, p.initial)
+              + _prior.dirichlet_log_kernel(params.transition_matrix, p.transition))
+        return lp if p.emission is None else lp + self._emission_log_prior(p.emission, params)
+
     def em_update(self, params, X, w):
         """One Baum-Welch iteration on internal data: ``(new_params, log_likelihood, status)``."""
+        from ..._prior import log_posterior_sum
+
         st = self._statistics(params, X, w)
         new, status = self._maximize(st, params)
-        return new, st.log_likelihood.astype(X.dtype), status
+        return new, log_posterior_sum(self, params, st.log_likelihood.astype(X.dtype)), status
 
     # --- E-step, Q, likelihoods -------------------------------------------------------------------
     def e_step(self, params, X, weights=None, lengths=None):
@@ -332,7 +345,8 @@ class HiddenMarkovModel:
         return (K - 1) + K * (K - 1) + self._n_emission_parameters(params)
 
     def bic(self, params, X, lengths=None):
-        """-2 log L + p log(number of frames) (lower is better)."""
+        """-2 log L + p log(number of frames) (lower is better); with a prior, L is the
+        likelihood at the MAP estimate (Fraley & Raftery 2007), not the posterior."""
         _, w, _ = self._as_sequences(X, None, lengths)
         n = jnp.sum(where(w > 0, 1.0, 0.0))
         return -2.0 * self.log_likelihood(params, X, None, lengths) + self.n_parameters(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from ... import _prior
 from ..._status import Status, flag
 from ..._where import where
 from ._base import HiddenMarkovModel
@@ -34,6 +35,9 @@ class CategoricalHMM(HiddenMarkovModel):
       n_states: K.
       n_categories: C.
       inference: "sequential", "parallel" or "auto" (see `GaussianHMM`).
+      prior: None (maximum likelihood), a `jaxem.HMMPrior` (MAP Baum-Welch: Dirichlet rows on π
+        and A, and the emission prior (a number or (C,) α: Dirichlet rows on the emission probabilities); `jaxem.fit` then reports the log posterior), or
+        "default" (resolved by `jaxem.fit` with `jaxem.default_prior`).
 
     Example:
       >>> import jax, jaxem
@@ -45,12 +49,18 @@ class CategoricalHMM(HiddenMarkovModel):
     n_states: int
     n_categories: int
     inference: str = "auto"
+    prior: Any = None
     _frame_ndim = 1
 
     def __post_init__(self):
         self._check_config()
         if int(self.n_categories) < 1:
             raise ValueError(f"n_categories must be >= 1, got {self.n_categories}.")
+        _prior.check_prior(self, _prior.HMMPrior)
+        if isinstance(self.prior, _prior.HMMPrior) and not (
+                self.prior.emission is None or isinstance(self.prior.emission, (float, tuple))):
+            raise ValueError("CategoricalHMM's HMMPrior emission must be None or a number or "
+                             "(C,) Dirichlet concentration >= 1.")
 
     @property
     def _support_message(self):
@@ -77,12 +87,18 @@ class CategoricalHMM(HiddenMarkovModel):
         return rw.T @ onehot
 
     def _emission_maximize(self, est, params):
+        p = _prior.active(self)
+        if p is not None and p.emission is not None:  # Dirichlet rows: n_kc + α_c - 1
+            est = est + (_prior._array(p.emission, est.dtype) - 1.0)
         row = jnp.sum(est, 1, keepdims=True)
         dtype = params.emission_probs.dtype
         empty = row[:, 0] <= 10 * jnp.finfo(dtype).eps * jnp.sum(row)
         B = where(empty[:, None], params.emission_probs, est / where(row > 0, row, 1.0))
         return params._replace(emission_probs=B.astype(dtype)), flag(jnp.any(empty),
                                                                      Status.EMPTY_COMPONENT)
+
+    def _emission_log_prior(self, prior, params):
+        return _prior.dirichlet_log_kernel(params.emission_probs, prior)
 
     def _emission_init(self, key, frames, w, pi, A):
         """Symbol frequencies times uniform(0.5, 1.5) noise per state, normalised."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from ... import _prior
 from ..._init import init_from_responsibilities
 from ..._where import where
 from ..gaussian_mixture import GaussianMixture, GaussianMixtureParams, GaussianMixtureStatistics
@@ -39,6 +40,9 @@ class GaussianHMM(HiddenMarkovModel):
       reg_covar: added to the diagonal of the covariances at each M-step.
       inference: "sequential" (`lax.scan`), "parallel" (`lax.associative_scan`) or "auto"
         (sequential on CPU, parallel on GPU/TPU for T >= 256).
+      prior: None (maximum likelihood), a `jaxem.HMMPrior` (MAP Baum-Welch: Dirichlet rows on π
+        and A, and the emission prior (a `jaxem.GaussianPrior`, Fraley & Raftery 2007); `jaxem.fit` then reports the log posterior), or
+        "default" (resolved by `jaxem.fit` with `jaxem.default_prior`).
 
     Example:
       >>> import jax, jaxem
@@ -52,15 +56,29 @@ class GaussianHMM(HiddenMarkovModel):
     covariance_type: str = "full"
     reg_covar: float = 1e-6
     inference: str = "auto"
+    prior: Any = None
 
     def __post_init__(self):
         self._check_config()
+        _prior.check_prior(self, _prior.HMMPrior)
+        if isinstance(self.prior, _prior.HMMPrior) and not isinstance(
+                self.prior.emission, (type(None), _prior.GaussianPrior)):
+            raise ValueError("GaussianHMM's HMMPrior emission must be None or a "
+                             "jaxem.GaussianPrior.")
         self._gmm  # validates covariance_type and reg_covar
 
     @property
     def _gmm(self) -> GaussianMixture:
+        p = self.prior
+        emission = p.emission if isinstance(p, _prior.HMMPrior) else None
+        if emission is not None:  # the states' weights are not a mixture's: no Dirichlet
+            emission = dataclasses.replace(emission, weights_concentration=1.0)
         return GaussianMixture(self.n_states, self.covariance_type, self.reg_covar,
-                               statistics="residuals")
+                               statistics="residuals", prior=emission)
+
+    def _emission_log_prior(self, prior, params):
+        return _prior.gaussian_log_kernel(prior, self.covariance_type, params.means,
+                                          params.covariances)
 
     def n_features(self, params) -> int:
         return params.means.shape[-1]

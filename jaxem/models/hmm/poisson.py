@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from ... import _prior
 from ..._init import init_from_responsibilities
 from ..poisson_mixture import PoissonMixture, PoissonMixtureParams
 from ._base import HiddenMarkovModel
@@ -31,6 +32,9 @@ class PoissonHMM(HiddenMarkovModel):
       n_states: K.
       min_rate: floor of the rates.
       inference: "sequential", "parallel" or "auto" (see `GaussianHMM`).
+      prior: None (maximum likelihood), a `jaxem.HMMPrior` (MAP Baum-Welch: Dirichlet rows on π
+        and A, and the emission prior (a `jaxem.GammaPrior` on the rates); `jaxem.fit` then reports the log posterior), or
+        "default" (resolved by `jaxem.fit` with `jaxem.default_prior`).
 
     Example:
       >>> import jax, jaxem
@@ -42,15 +46,27 @@ class PoissonHMM(HiddenMarkovModel):
     n_states: int
     min_rate: float = 1e-6
     inference: str = "auto"
+    prior: Any = None
     _support_message = "PoissonHMM needs non-negative X (counts); fix the negative entries"
 
     def __post_init__(self):
         self._check_config()
+        _prior.check_prior(self, _prior.HMMPrior)
+        if isinstance(self.prior, _prior.HMMPrior) and not isinstance(
+                self.prior.emission, (type(None), _prior.GammaPrior)):
+            raise ValueError("PoissonHMM's HMMPrior emission must be None or a jaxem.GammaPrior.")
         self._pm
 
     @property
     def _pm(self) -> PoissonMixture:
-        return PoissonMixture(self.n_states, self.min_rate)
+        p = self.prior
+        emission = p.emission if isinstance(p, _prior.HMMPrior) else None
+        if emission is not None:
+            emission = dataclasses.replace(emission, weights_concentration=1.0)
+        return PoissonMixture(self.n_states, self.min_rate, prior=emission)
+
+    def _emission_log_prior(self, prior, params):
+        return self._pm._theta_log_kernel(prior, params.rates)
 
     def n_features(self, params) -> int:
         return params.rates.shape[-1]
