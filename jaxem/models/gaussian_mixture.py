@@ -430,10 +430,13 @@ class GaussianMixture(Mixture):
         g = self._geometry(params)
 
         def block(x, wb):
-            yT = self._whiten_T(g, x)
-            lj = self._log_joint_from_whitened_T(g, yT)
-            rw, ll = weighted_posterior(lj, wb)
-            return _cast((self._stats_T(rw.T, yT), ll), acc)
+            if self.covariance_type in ("full", "tied"):  # GEMM-shaped: component-major
+                yT = self._whiten_T(g, x)
+                rw, ll = weighted_posterior(self._log_joint_from_whitened_T(g, yT), wb)
+                return _cast((self._stats_T(rw.T, yT), ll), acc)
+            y = self._whiten(g, x)  # elementwise (diag/spherical): the (n, K, D) layout is faster
+            rw, ll = weighted_posterior(self._log_joint_from_whitened(g, y), wb)
+            return _cast((self._stats(rw, y), ll), acc)
 
         st, ll = chunked_sum(block, X, weights, self.chunk_size, self._width(X))
         L, ct = _cast(g.L, acc), self.covariance_type
