@@ -312,8 +312,8 @@ def select_n_components(key, X, n_components_range, covariance_types=None, crite
     module docstring); other families one batched call per K. A Python-level driver (it returns
     Python objects): it jits its batches itself.
 
-    Two `SelectionWarning`\\ s flag a search that was too narrow or too short: the best K is at the
-    edge of the range (the largest candidate, or the smallest when it is above 1), and the
+    Two `SelectionWarning` warnings flag a search that was too narrow or too short: the best K is at
+    the edge of the range (the largest candidate, or the smallest when it is above 1), and the
     maximised log-likelihood falls as K grows by more than ``tol`` (nested models: the larger fit
     stopped short of its maximum).
 
