@@ -53,6 +53,7 @@ blocks = json.load(open(sys.argv[1]))
 for i, (code, name) in enumerate(blocks):
     os.makedirs(f"b{i}", exist_ok=True)
     os.chdir(f"b{i}")
+    import time; t0, c0 = time.time(), time.process_time()
     print(f"=== {name}", flush=True)
     try:
         exec(compile(code, name, "exec"), {"__name__": "__main__"})
@@ -60,6 +61,7 @@ for i, (code, name) in enumerate(blocks):
         traceback.print_exc()
         print(f"FAILED {name}", file=sys.stderr, flush=True)
         sys.exit(1)
+    print(f"    {time.time() - t0:.1f} s wall, {time.process_time() - c0:.1f} s cpu", flush=True)
     os.chdir("..")
 '''
 
