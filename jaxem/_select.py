@@ -15,8 +15,9 @@ scale fixed by z ~ N(0, I) — prefer BIC there.
 Gaussian mixtures: all candidate K of a covariance type share one program. Each start is padded to
 K_max components, the extra ones with weight exactly 0; `jaxem.GaussianMixture` keeps a weight-0
 component switched off (weight 0, responsibility 0, parameters frozen, no EMPTY_COMPONENT flag), so
-a padded member follows exactly the iterates of the K-component fit from the same start. Every other
-family (PPCA and factor analysis over q, Bernoulli / Poisson mixtures, HMMs over the number of
+a padded member follows exactly the iterates of the K-component fit from the same start. PPCA and
+factor analysis likewise: a q-factor start is padded to q_max columns of W that are exactly 0 and
+stay 0 (see `_pad`). Every other family (Bernoulli / Poisson mixtures, HMMs over the number of
 states, `jaxem.MixtureModel` with an ``init`` hook, any model with ``init``) is fitted one candidate
 at a time, its ``n_init`` restarts in one `jaxem.batched` call.
 """
@@ -39,6 +40,7 @@ from ._fit import FitResult, fit
 from ._mixture import MixtureModel
 from ._restarts import best_restart
 from ._validate import as_data, validate
+from .models._linear_gaussian import LinearGaussian
 from .models.gaussian_mixture import GaussianMixture, GaussianMixtureParams
 from .models.hmm._base import HiddenMarkovModel
 
@@ -132,17 +134,42 @@ def posterior_entropy(model, params, X, w):
     return model.posterior_entropy(post, w)
 
 
-# --- Gaussian mixtures: every K in one padded program ------------------------------------------
+# --- Gaussian mixtures and PPCA / factor analysis: every K in one padded program ---------------
+def _pad(model, params, K_max: int):
+    """Gaussian mixture: extra components of weight exactly 0. PPCA / factor analysis: extra
+    columns of W exactly 0 — a zero loading has posterior mean 0 and variance 1, so its column of
+    Σ_n w_n (x_n - μ) E[z_n]ᵀ is 0 and the M-step keeps it 0: the q-factor iterates exactly."""
+    if isinstance(model, GaussianMixture):
+        return pad_components(params, K_max, model.covariance_type)
+    W = params.W
+    return params._replace(W=jnp.concatenate([W, jnp.zeros((W.shape[0], K_max - W.shape[1]),
+                                                           W.dtype)], 1))
+
+
+def _trim(model, params):
+    """The K-component (q-factor) part of padded ``params``."""
+    K = model.n_components
+    if isinstance(model, GaussianMixture):
+        tied = model.covariance_type == "tied"
+        return GaussianMixtureParams(params.weights[:K], params.means[:K],
+                                     params.covariances if tied else params.covariances[:K])
+    return params._replace(W=params.W[:, :K])
+
+
+def _paddable(model) -> bool:
+    return isinstance(model, (GaussianMixture, LinearGaussian))
+
+
 @compiled(static_argnames=("models", "n_init", "K_max", "method"))
 def _starts(key, X, w, *, models, n_init, K_max, method):
     """Padded starts of every candidate, stacked K-major: ``(len(models) * n_init, ...)``.
     One program for all K (compiling one program is ~3x faster than one per K)."""
     out = []
     for model in models:
-        init = lambda k: pad_components(model.init(k, X, w, method=method), K_max,
-                                        model.covariance_type)
+        init = _initializer(model, X, w, method)
         keys = restart_keys(key, model.n_components, n_init)
-        out.append(batched(init, batch_size=auto_batch_size(n_init, X.size))(keys))
+        pad = lambda k: _pad(model, init(k), K_max)
+        out.append(batched(pad, batch_size=auto_batch_size(n_init, X.size))(keys))
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *out)
 
 
@@ -153,30 +180,31 @@ def _fit_batch(starts, X, w, tol, *, model, n_init, static_kw):
     res = batched(one, batch_size=auto_batch_size(n, X.size))(starts)
     res = jax.tree_util.tree_map(lambda a: a.reshape((-1, n_init) + a.shape[1:]), res)
     best = jax.vmap(best_restart)(res)  # best of n_init per candidate K
-    # Switched-off components have responsibility exactly 0: the K_max model's entropy is the K's.
     return best, jax.vmap(lambda p: posterior_entropy(model, p, X, w))(best.params)
 
 
-def _select_gaussian(key, X, w, Ks, template, types, n_init, init_method, tol, static_kw):
-    """Per covariance type: (per-K `FitResult` stacked, entropies, models, n_parameters)."""
-    K_max, D = Ks[-1], X.shape[1]
+def _select_padded(key, X, w, Ks, make, types, n_init, init_method, tol, static_kw):
+    """Per covariance type: (per-K `FitResult`, entropies, models, n_parameters), every K in one
+    batch of the K_max model."""
     out = []
     for ct in types:
-        models = tuple(dataclasses.replace(template, n_components=K, covariance_type=ct)
-                       for K in Ks)
-        starts = _starts(key, X, w, models=models, n_init=int(n_init), K_max=K_max,
+        models = tuple(make(K, ct) for K in Ks)
+        starts = _starts(key, X, w, models=models, n_init=int(n_init), K_max=Ks[-1],
                          method=init_method)
         res, ent = _fit_batch(starts, X, w, tol, model=models[-1], n_init=int(n_init),
                               static_kw=static_kw)
+        ent = np.asarray(ent, np.float64)
+        if isinstance(models[-1], LinearGaussian):
+            # a zero column adds a N(0, 1) posterior dimension: ½ (1 + log 2π) per unit weight
+            ent = ent - float(jnp.sum(w)) * (Ks[-1] - np.asarray(Ks)) * 0.5 * (
+                1.0 + np.log(2 * np.pi))
+        # switched-off mixture components have responsibility exactly 0: no entropy to remove
         fits = []
-        for m, K in enumerate(Ks):
+        for m, model in enumerate(models):
             r = jax.tree_util.tree_map(lambda a: a[m], res)
-            P = r.params
-            P = GaussianMixtureParams(P.weights[:K], P.means[:K],
-                                      P.covariances if ct == "tied" else P.covariances[:K])
-            fits.append(r._replace(params=P))
-        out.append((fits, np.asarray(ent, np.float64), models,
-                    [n_free_parameters(K, D, ct) for K in Ks]))
+            fits.append(r._replace(params=_trim(model, r.params)))
+        out.append((fits, ent, models,
+                    [int(model.n_parameters(f.params)) for model, f in zip(models, fits)]))
     return out
 
 
@@ -219,7 +247,7 @@ def _select_family(key, X, w, Ks, make, types, n_init, init_method, tol, static_
 
 
 def _family(model, covariance_types, reg_covar):
-    """``(make(K, covariance_type) -> model, covariance types, padded Gaussian route?, template)``."""
+    """``(make(K, covariance_type) -> model, covariance types, padded route?, template)``."""
     if model is None:
         model = GaussianMixture(1, "full", reg_covar)
     if isinstance(model, type) or (callable(model) and not hasattr(model, "e_step")):
@@ -254,7 +282,7 @@ def _family(model, covariance_types, reg_covar):
         kw = {size: K} if ct is None else {size: K, "covariance_type": ct}
         return dataclasses.replace(model, **kw)
 
-    return make, types, isinstance(model, GaussianMixture), model
+    return make, types, _paddable(model), model
 
 
 def _data(template_model, X, weights, lengths, K_max):
@@ -307,9 +335,10 @@ def select_n_components(key, X, n_components_range, covariance_types=None, crite
     for `jaxem.MixtureModel` with an ``init`` hook). Restart j of candidate K starts from
     ``model_K.init(restart_keys(key, K, n_init)[j], X, weights, method=init_method)`` (``method``
     only for families whose ``init`` takes one); the best restart per K is the one with the highest
-    final log-likelihood. Gaussian mixtures run all (K, restart) pairs of a covariance type as ONE
-    `jaxem.batched` call on a K_max-component model, unused components masked by weight 0 (see the
-    module docstring); other families one batched call per K. A Python-level driver (it returns
+    final log-likelihood. Gaussian mixtures (and PPCA / factor analysis) run all (K, restart) pairs
+    of a covariance type as ONE `jaxem.batched` call on a K_max-component model, unused components
+    masked by weight 0 (zero columns of W; see the module docstring); other families one batched
+    call per K. A Python-level driver (it returns
     Python objects): it jits its batches itself.
 
     Two `SelectionWarning` warnings flag a search that was too narrow or too short: the best K is at
@@ -356,9 +385,8 @@ def select_n_components(key, X, n_components_range, covariance_types=None, crite
     make, types, padded, template = _family(model, covariance_types, reg_covar)
     X, w, n = _data(template, X, weights, lengths, Ks[-1])
     static_kw = tuple(sorted(fit_kwargs.items()))
-    route = _select_gaussian if padded else _select_family
-    spec = template if padded else make
-    per_type = route(key, X, w, Ks, spec, types, n_init, init_method, tol, static_kw)
+    route = _select_padded if padded else _select_family
+    per_type = route(key, X, w, Ks, make, types, n_init, init_method, tol, static_kw)
 
     shape = (len(types), len(Ks))
     ll, p, ent = np.zeros(shape), np.zeros(shape), np.zeros(shape)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxem
-from jaxem._select import _starts, n_free_parameters, pad_components
+from jaxem._select import _starts, n_free_parameters, pad_components, restart_keys
 from jaxem._validate import as_data
 from helpers import assert_tree_allclose
 
@@ -132,6 +132,15 @@ def test_ppca_chooses_the_true_number_of_factors():
                                rtol=1e-10)
     # q = 1 is far worse than q = 2 (the BIC curve discriminates)
     assert sel.bic[0, 0] - sel.bic[0, 1] > 1000
+    # every q ran in one program, W padded with zero columns: the same fit as PPCA(2) on its own
+    p0 = jaxem.PPCA(2).init(restart_keys(jax.random.key(4), 2, 1)[0], Y)
+    alone = jaxem.fit(jaxem.PPCA(2), p0, Y, tol=1e-6, max_iter=2000, accelerate="squarem")
+    assert int(alone.n_iter) == int(sel.best_result.n_iter)
+    np.testing.assert_allclose(sel.log_likelihood[0, 1], alone.log_likelihood, rtol=1e-12)
+    assert_tree_allclose(sel.best_result.params, alone.params, rtol=1e-8, atol=1e-10)
+    # ICL's entropy without the padded dimensions: PPCA(2)'s own posterior entropy
+    h = jaxem.PPCA(2).posterior_entropy(jaxem.PPCA(2).e_step(alone.params, Y)[0])
+    np.testing.assert_allclose(sel.entropy[0, 1], h, rtol=1e-9)
 
 
 P_TRUE = np.array([[0.9] * 8, [0.1] * 8, [0.9] * 4 + [0.1] * 4])
