@@ -218,12 +218,11 @@ def _initializer(model, X, w, method):
     return lambda k: model.init(k, X, w, **kw)
 
 
-@compiled(static_argnames=("model", "n_init", "method", "static_kw"))
-def _fit_candidate(key, X, w, tol, *, model, n_init, method, static_kw):
+@compiled(static_argnames=("model", "method", "static_kw"))
+def _fit_candidate(keys, X, w, tol, *, model, method, static_kw):
     init = _initializer(model, X, w, method)
     one = lambda k: fit(model, init(k), X, weights=w, tol=tol, **dict(static_kw))
-    keys = restart_keys(key, model.n_components, n_init)
-    best = best_restart(batched(one, batch_size=auto_batch_size(n_init, X.size))(keys))
+    best = best_restart(batched(one, batch_size=auto_batch_size(keys.shape[0], X.size))(keys))
     return best, posterior_entropy(model, best.params, X, w)
 
 
@@ -232,11 +231,8 @@ def _select_family(key, X, w, Ks, make, types, n_init, init_method, tol, static_
     for ct in types:
         fits, ent, models, p = [], [], [], []
         for K in Ks:
-            model = make(K, ct)
-            if int(model.n_components) != K:
-                raise ValueError(f"model(K) must return a model with K components; model({K}) "
-                                 f"has n_components={model.n_components}.")
-            res, h = _fit_candidate(key, X, w, tol, model=model, n_init=int(n_init),
+            model = make(K, ct)  # a factory's K may be any size (e.g. MFA's factors)
+            res, h = _fit_candidate(restart_keys(key, K, n_init), X, w, tol, model=model,
                                     method=init_method, static_kw=static_kw)
             fits.append(res)
             ent.append(float(h))
@@ -332,7 +328,8 @@ def select_n_components(key, X, n_components_range, covariance_types=None, crite
     used as a template (its ``n_components`` — q for `jaxem.PPCA` / `jaxem.FactorAnalysis`, the
     number of states for HMMs — replaced by each K, every other setting kept; a template with a
     ``covariance_type`` field also tries ``covariance_types``), or a function ``K -> model`` (e.g.
-    for `jaxem.MixtureModel` with an ``init`` hook). Restart j of candidate K starts from
+    for `jaxem.MixtureModel` with an ``init`` hook; K may stand for any size, such as the factors
+    of a mixture of factor analysers: ``lambda q: MFA(n_components=3, n_factors=q)``). Restart j of candidate K starts from
     ``model_K.init(restart_keys(key, K, n_init)[j], X, weights, method=init_method)`` (``method``
     only for families whose ``init`` takes one); the best restart per K is the one with the highest
     final log-likelihood. Gaussian mixtures (and PPCA / factor analysis) run all (K, restart) pairs
