@@ -329,7 +329,7 @@ def select_n_components(key, X, n_components_range, covariance_types=None, crite
     number of states for HMMs — replaced by each K, every other setting kept; a template with a
     ``covariance_type`` field also tries ``covariance_types``), or a function ``K -> model`` (e.g.
     for `jaxem.MixtureModel` with an ``init`` hook; K may stand for any size, such as the factors
-    of a mixture of factor analysers: ``lambda q: MFA(n_components=3, n_factors=q)``). Restart j of candidate K starts from
+    of a mixture of factor analysers: ``lambda q: MixtureOfFactorAnalyzers(3, q)``). Restart j of candidate K starts from
     ``model_K.init(restart_keys(key, K, n_init)[j], X, weights, method=init_method)`` (``method``
     only for families whose ``init`` takes one); the best restart per K is the one with the highest
     final log-likelihood. Gaussian mixtures (and PPCA / factor analysis) run all (K, restart) pairs
