@@ -290,8 +290,7 @@ def _data(template_model, X, weights, lengths, K_max):
     else:
         X, w = as_data(X, weights)
         validate(X, w, K_max)
-        if template_model is not None:
-            template_model.check_data(X)
+        template_model.check_data(X)
     return X, w, float(jnp.sum(w))
 
 
@@ -380,6 +379,8 @@ def select_n_components(key, X, n_components_range, covariance_types=None, crite
     n_init = positive_int("n_init", n_init)
     tolerance(tol)
     make, types, padded, template = _family(model, covariance_types, reg_covar)
+    if template is None:  # a factory: its smallest candidate tells the data layout and support
+        template = make(Ks[0], types[0])
     X, w, n = _data(template, X, weights, lengths, Ks[-1])
     static_kw = tuple(sorted(fit_kwargs.items()))
     route = _select_padded if padded else _select_family
