@@ -32,6 +32,7 @@ from .models import ProductMixtureStatistics as ProductMixtureStatistics
 from ._batch import batched as batched
 from ._restarts import fit_restarts as fit_restarts
 from ._select import SelectionResult as SelectionResult
+from ._select import SelectionWarning as SelectionWarning
 from ._select import select_n_components as select_n_components
 
 # issue 16: hidden Markov models

@@ -44,12 +44,14 @@ has a Student-t one)::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from ._checks import optional_positive_int, positive_int
+from ._validate import as_data, is_concrete, validate
 from .models._base import Mixture
 
 
@@ -61,7 +63,8 @@ class MixtureModel(Mixture):
     ``x (D,)`` with ``params`` any pytree; jaxem vectorises it over rows (``jax.vmap``) and derives the
     E-step, ``q_function``, ``jaxem.elbo``, ``log_likelihood``, ``score_samples``, ``predict_proba``,
     ``predict``, ``bic``/``aic`` from it (see the module docstring for the equations). There is no
-    ``init`` (bring your own params) and no closed-form ``m_step``: fit with `jaxem.GradientMStep`.
+    closed-form ``m_step`` (fit with `jaxem.GradientMStep`), and ``init`` / ``sample`` exist only
+    through the optional hooks below (otherwise bring your own params).
 
     The model is a frozen dataclass hashed by the *identity* of ``log_joint``: define ``log_joint``
     once (at module level, not in a loop or inside the function you jit) so that two models built from
@@ -73,6 +76,14 @@ class MixtureModel(Mixture):
       n_components: K (the length of ``log_joint``'s output; checked at trace time).
       n_features: optional D; when given, data with another number of columns is rejected with a
         ValueError. The default None skips that check (D cannot be read off an arbitrary pytree).
+      init: optional ``init(key, X) -> params`` (or ``init(key, X, weights)`` to see the sample
+        weights): then ``model.init`` works, and so do `jaxem.fit_restarts` and
+        `jaxem.select_n_components` (pass ``model=lambda K: MixtureModel(log_joint, K,
+        init=...)`` with an ``init`` that makes K-component params). Pure and jax-traceable.
+      sample: optional ``sample(key, params, n) -> X (n, D)``: then ``model.sample`` works.
+
+    The hooks are part of the model's identity (hashing, jit caches) like ``log_joint``: define them
+    once, at module level.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, jaxem
@@ -88,15 +99,25 @@ class MixtureModel(Mixture):
     log_joint: Callable[[Any, jax.Array], jax.Array]
     n_components: int
     _n_features: int | None
+    _init: Callable | None = None
+    _sample: Callable | None = None
 
-    def __init__(self, log_joint, n_components: int, n_features: int | None = None):
+    def __init__(self, log_joint, n_components: int, n_features: int | None = None, *,
+                 init: Callable | None = None, sample: Callable | None = None):
         if not callable(log_joint):
             raise ValueError(
                 f"log_joint must be a function (params, x) -> (K,), got {type(log_joint).__name__}."
             )
+        for name, hook, sig in (("init", init, "(key, X) -> params"),
+                                ("sample", sample, "(key, params, n) -> X")):
+            if hook is not None and not callable(hook):
+                raise ValueError(f"{name} must be None or a function {sig}, got "
+                                 f"{type(hook).__name__}.")
         object.__setattr__(self, "log_joint", log_joint)
         object.__setattr__(self, "n_components", positive_int("n_components", n_components))
         object.__setattr__(self, "_n_features", optional_positive_int("n_features", n_features))
+        object.__setattr__(self, "_init", init)
+        object.__setattr__(self, "_sample", sample)
 
     def n_features(self, params) -> int | None:
         """D if given to the constructor, else None (then the data's width is not checked)."""
@@ -119,8 +140,40 @@ class MixtureModel(Mixture):
         logits, for example, carry one redundant degree of freedom)."""
         return sum(int(jnp.size(l)) for l in jax.tree_util.tree_leaves(params))
 
+    def init(self, key, X, weights=None):
+        """Starting params from the ``init`` hook: ``init(key, X)``, or ``init(key, X, weights)``
+        when the hook takes three arguments (ValueError without a hook or with weights it cannot
+        see)."""
+        if self._init is None:
+            raise NotImplementedError(
+                "This MixtureModel has no init hook: bring your own params, or build it with "
+                "MixtureModel(log_joint, K, init=lambda key, X: params).")
+        X, w = as_data(X, weights, self._n_features)
+        validate(X, w, self.n_components)
+        if _n_positional(self._init) >= 3:
+            return self._init(key, X, w)
+        if weights is not None and is_concrete(w) and not bool(jnp.all((w == 0) | (w == w[0]))):
+            raise ValueError("weights were given but the init hook is init(key, X): write it as "
+                             "init(key, X, weights) to use them.")
+        return self._init(key, X)
+
     def sample(self, key, params, n: int):
-        raise NotImplementedError(
-            "MixtureModel knows only log p(x, z | params), not how to sample from it; draw samples "
-            "from your own component distributions."
-        )
+        """``n`` samples ``(n, D)`` from the ``sample`` hook (NotImplementedError without one)."""
+        if self._sample is None:
+            raise NotImplementedError(
+                "MixtureModel knows only log p(x, z | params), not how to sample from it; give it a "
+                "sample hook, MixtureModel(log_joint, K, sample=lambda key, params, n: X), or draw "
+                "samples from your own component distributions."
+            )
+        return self._sample(key, params, int(n))
+
+
+def _n_positional(fn) -> int:
+    """Number of positional parameters of ``fn`` (a large number for ``*args``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 99
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)

@@ -1,15 +1,32 @@
-"""Choose K (and the covariance type) by BIC/AIC, every candidate K fitted in one vmapped batch.
+"""Choose the number of components (factors, states) by BIC, AIC or ICL, restarts fitted in batches.
 
-All candidate sizes share one program: each start is padded to K_max components, the extra ones with
-weight exactly 0. `jaxem.GaussianMixture` keeps a weight-0 component switched off (weight 0,
-responsibility 0, parameters frozen, no EMPTY_COMPONENT flag), so a padded member follows exactly the
-iterates of the K-component fit from the same start. Criteria (Schwarz 1978; Akaike 1974), with
-n = Σ_n w_n and p the number of free parameters of the K-component model:
-  BIC = -2 log L + p log n,   AIC = -2 log L + 2 p   (lower is better), as mclust and scikit-learn.
+Criteria, with log L the maximised log-likelihood, n = Σ_n w_n (HMMs: the number of weighted time
+steps Σ_s w_s · length_s) and p the number of free parameters of the candidate (lower is better):
+  BIC = -2 log L + p log n                          (Schwarz 1978; as mclust and scikit-learn)
+  AIC = -2 log L + 2 p                              (Akaike 1974)
+  ICL = BIC + 2 H,  H = -Σ_n w_n Σ_k r_nk log r_nk  (Biernacki, Celeux & Govaert 2000)
+where r_nk are the posterior responsibilities at the fitted parameters: ICL is BIC computed on the
+expected *complete*-data log-likelihood (-2 E_q[log p(X, Z)] + p log n), so it also penalises
+overlapping components. For an HMM, H is the entropy of the posterior over whole state sequences,
+H = log L - Q (the ELBO identity at the exact posterior); for PPCA / factor analysis (continuous z)
+it is the differential entropy of the Gaussian posterior, which makes ICL depend on the latent
+scale fixed by z ~ N(0, I) — prefer BIC there.
+
+Gaussian mixtures: all candidate K of a covariance type share one program. Each start is padded to
+K_max components, the extra ones with weight exactly 0; `jaxem.GaussianMixture` keeps a weight-0
+component switched off (weight 0, responsibility 0, parameters frozen, no EMPTY_COMPONENT flag), so
+a padded member follows exactly the iterates of the K-component fit from the same start. PPCA and
+factor analysis likewise: a q-factor start is padded to q_max columns of W that are exactly 0 and
+stay 0 (see `_pad`). Every other family (Bernoulli / Poisson mixtures, HMMs over the number of
+states, `jaxem.MixtureModel` with an ``init`` hook, any model with ``init``) is fitted one candidate
+at a time, its ``n_init`` restarts in one `jaxem.batched` call.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -20,23 +37,33 @@ from ._batch import auto_batch_size, batched
 from ._checks import positive_int, tolerance
 from ._compile import compiled
 from ._fit import FitResult, fit
+from ._mixture import MixtureModel
 from ._restarts import best_restart
 from ._validate import as_data, validate
+from .models._linear_gaussian import LinearGaussian
 from .models.gaussian_mixture import GaussianMixture, GaussianMixtureParams
+from .models.hmm._base import HiddenMarkovModel
+
+CRITERIA = ("bic", "aic", "icl")
+
+
+class SelectionWarning(UserWarning):
+    """`jaxem.select_n_components` found a sign that the search was too narrow or too short."""
 
 
 class SelectionResult(NamedTuple):
     """Outcome of `select_n_components`. Tables are ``(C, M)``: covariance types × candidate K.
 
     Attributes:
-      n_components: the candidate K, ascending (M,).
-      covariance_types: the covariance types tried (C,).
-      criterion: "bic" or "aic" (the one used for ``best_*``).
-      bic, aic: the criteria; log_likelihood: weighted mean log-likelihood per sample;
+      n_components: the candidate K (q for PPCA / factor analysis, states for HMMs), ascending (M,).
+      covariance_types: the covariance types tried (C,); ``(None,)`` for families without one.
+      criterion: "bic", "aic" or "icl" (the one used for ``best_*``).
+      bic, aic, icl: the criteria; entropy: the posterior entropy H in ICL;
+        log_likelihood: weighted mean log-likelihood per sample (HMMs: per time step);
         n_parameters: free parameters p; status: the fits' status codes.
       best_n_components, best_covariance_type: the minimiser of ``criterion``.
-      best_model: `jaxem.GaussianMixture` for the best (K, type).
-      best_result: its `FitResult`, params trimmed to K components.
+      best_model: the model of the best (K, type).
+      best_result: its `FitResult` (params with K components).
     """
 
     n_components: tuple
@@ -44,21 +71,24 @@ class SelectionResult(NamedTuple):
     criterion: str
     bic: np.ndarray
     aic: np.ndarray
+    icl: np.ndarray
+    entropy: np.ndarray
     log_likelihood: np.ndarray
     n_parameters: np.ndarray
     status: np.ndarray
     best_n_components: int
-    best_covariance_type: str
+    best_covariance_type: Any
     best_model: Any
     best_result: FitResult
 
     def table(self) -> str:
         """The scores as text, one row per (covariance type, K)."""
-        rows = [f"{'type':<10}{'K':>4}{'BIC':>14}{'AIC':>14}{'loglik/n':>12}"]
+        rows = [f"{'type':<10}{'K':>4}{'BIC':>14}{'AIC':>14}{'ICL':>14}{'loglik/n':>12}"]
         for c, ct in enumerate(self.covariance_types):
             for m, k in enumerate(self.n_components):
-                rows.append(f"{ct:<10}{k:>4}{self.bic[c, m]:>14.3f}{self.aic[c, m]:>14.3f}"
-                            f"{self.log_likelihood[c, m]:>12.5f}")
+                rows.append(f"{str(ct if ct is not None else '-'):<10}{k:>4}"
+                            f"{self.bic[c, m]:>14.3f}{self.aic[c, m]:>14.3f}"
+                            f"{self.icl[c, m]:>14.3f}{self.log_likelihood[c, m]:>12.5f}")
         return "\n".join(rows)
 
 
@@ -91,16 +121,55 @@ def restart_keys(key, K: int, n_init: int):
     return jax.random.split(jax.random.fold_in(key, K), n_init)
 
 
+def posterior_entropy(model, params, X, w):
+    """H = Σ_n w_n H[p(z_n | x_n, params)] at ``params`` (data in the layout `jaxem.fit` uses).
+
+    Mixtures and PPCA / factor analysis: the model's ``posterior_entropy`` of its E-step. HMMs: the
+    entropy of the posterior over state sequences, log L - Q(θ, θ) (the ELBO equals log L at the
+    exact posterior), as the per-step marginals do not determine it."""
+    if isinstance(model, HiddenMarkovModel):
+        post, ll = model._e_step(params, X, w)
+        return ll - model.q_function(params, post, X, w)
+    post, _ = model.e_step(params, X, w)
+    return model.posterior_entropy(post, w)
+
+
+# --- Gaussian mixtures and PPCA / factor analysis: every K in one padded program ---------------
+def _pad(model, params, K_max: int):
+    """Gaussian mixture: extra components of weight exactly 0. PPCA / factor analysis: extra
+    columns of W exactly 0 — a zero loading has posterior mean 0 and variance 1, so its column of
+    Σ_n w_n (x_n - μ) E[z_n]ᵀ is 0 and the M-step keeps it 0: the q-factor iterates exactly."""
+    if isinstance(model, GaussianMixture):
+        return pad_components(params, K_max, model.covariance_type)
+    W = params.W
+    return params._replace(W=jnp.concatenate([W, jnp.zeros((W.shape[0], K_max - W.shape[1]),
+                                                           W.dtype)], 1))
+
+
+def _trim(model, params):
+    """The K-component (q-factor) part of padded ``params``."""
+    K = model.n_components
+    if isinstance(model, GaussianMixture):
+        tied = model.covariance_type == "tied"
+        return GaussianMixtureParams(params.weights[:K], params.means[:K],
+                                     params.covariances if tied else params.covariances[:K])
+    return params._replace(W=params.W[:, :K])
+
+
+def _paddable(model) -> bool:
+    return isinstance(model, (GaussianMixture, LinearGaussian))
+
+
 @compiled(static_argnames=("models", "n_init", "K_max", "method"))
 def _starts(key, X, w, *, models, n_init, K_max, method):
     """Padded starts of every candidate, stacked K-major: ``(len(models) * n_init, ...)``.
     One program for all K (compiling one program is ~3x faster than one per K)."""
     out = []
     for model in models:
-        init = lambda k: pad_components(model.init(k, X, w, method=method), K_max,
-                                        model.covariance_type)
+        init = _initializer(model, X, w, method)
         keys = restart_keys(key, model.n_components, n_init)
-        out.append(batched(init, batch_size=auto_batch_size(n_init, X.size))(keys))
+        pad = lambda k: _pad(model, init(k), K_max)
+        out.append(batched(pad, batch_size=auto_batch_size(n_init, X.size))(keys))
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *out)
 
 
@@ -110,30 +179,183 @@ def _fit_batch(starts, X, w, tol, *, model, n_init, static_kw):
     n = jax.tree_util.tree_leaves(starts)[0].shape[0]
     res = batched(one, batch_size=auto_batch_size(n, X.size))(starts)
     res = jax.tree_util.tree_map(lambda a: a.reshape((-1, n_init) + a.shape[1:]), res)
-    return jax.vmap(best_restart)(res)  # best of n_init per candidate K
+    best = jax.vmap(best_restart)(res)  # best of n_init per candidate K
+    return best, jax.vmap(lambda p: posterior_entropy(model, p, X, w))(best.params)
 
 
-def select_n_components(key, X, n_components_range, covariance_types=("full",), criterion="bic",
-                        weights=None, n_init: int = 1, *, init_method: str = "kmeans",
-                        reg_covar: float = 1e-6, tol=1e-3, **fit_kwargs) -> SelectionResult:
-    """Fit Gaussian mixtures for every K in ``n_components_range`` and pick K by BIC or AIC.
+def _select_padded(key, X, w, Ks, make, types, n_init, init_method, tol, static_kw):
+    """Per covariance type: (per-K `FitResult`, entropies, models, n_parameters), every K in one
+    batch of the K_max model."""
+    out = []
+    for ct in types:
+        models = tuple(make(K, ct) for K in Ks)
+        starts = _starts(key, X, w, models=models, n_init=int(n_init), K_max=Ks[-1],
+                         method=init_method)
+        res, ent = _fit_batch(starts, X, w, tol, model=models[-1], n_init=int(n_init),
+                              static_kw=static_kw)
+        ent = np.asarray(ent, np.float64)
+        if isinstance(models[-1], LinearGaussian):
+            # a zero column adds a N(0, 1) posterior dimension: ½ (1 + log 2π) per unit weight
+            ent = ent - float(jnp.sum(w)) * (Ks[-1] - np.asarray(Ks)) * 0.5 * (
+                1.0 + np.log(2 * np.pi))
+        # switched-off mixture components have responsibility exactly 0: no entropy to remove
+        fits = []
+        for m, model in enumerate(models):
+            r = jax.tree_util.tree_map(lambda a: a[m], res)
+            fits.append(r._replace(params=_trim(model, r.params)))
+        out.append((fits, ent, models,
+                    [int(model.n_parameters(f.params)) for model, f in zip(models, fits)]))
+    return out
 
-    For each covariance type, all (K, restart) pairs run as ONE `jaxem.batched` call of `jaxem.fit` on a
-    K_max-component model, unused components masked by weight 0 (see the module docstring). Restart
-    j of candidate K starts from ``GaussianMixture(K, type, reg_covar).init(restart_keys(key, K,
-    n_init)[j], X, weights, method=init_method)``; the best restart per K is the one with the highest
-    final log-likelihood. A Python-level driver (it returns Python objects): it jits its batch itself.
+
+# --- any family with `init`: one candidate at a time, its restarts in one batch ----------------
+def _initializer(model, X, w, method):
+    """``key -> params`` for ``model`` on checked data (HMMs: the internal sequence layout)."""
+    if isinstance(model, HiddenMarkovModel):
+        return lambda k: model._init(k, X, w)
+    names = inspect.signature(model.init).parameters
+    kw = {"method": method} if method is not None and "method" in names else {}
+    return lambda k: model.init(k, X, w, **kw)
+
+
+@compiled(static_argnames=("model", "method", "static_kw"))
+def _fit_candidate(keys, X, w, tol, *, model, method, static_kw):
+    init = _initializer(model, X, w, method)
+    one = lambda k: fit(model, init(k), X, weights=w, tol=tol, **dict(static_kw))
+    best = best_restart(batched(one, batch_size=auto_batch_size(keys.shape[0], X.size))(keys))
+    return best, posterior_entropy(model, best.params, X, w)
+
+
+def _select_family(key, X, w, Ks, make, types, n_init, init_method, tol, static_kw):
+    out = []
+    for ct in types:
+        fits, ent, models, p = [], [], [], []
+        for K in Ks:
+            model = make(K, ct)  # a factory's K may be any size (e.g. MFA's factors)
+            res, h = _fit_candidate(restart_keys(key, K, n_init), X, w, tol, model=model,
+                                    method=init_method, static_kw=static_kw)
+            fits.append(res)
+            ent.append(float(h))
+            models.append(model)
+            p.append(int(model.n_parameters(res.params)))
+        out.append((fits, np.asarray(ent, np.float64), tuple(models), p))
+    return out
+
+
+def _family(model, covariance_types, reg_covar):
+    """``(make(K, covariance_type) -> model, covariance types, padded route?, template)``."""
+    if model is None:
+        model = GaussianMixture(1, "full", reg_covar)
+    if isinstance(model, type) or (callable(model) and not hasattr(model, "e_step")):
+        # a factory K -> model (e.g. a function, or a model class such as jaxem.PPCA)
+        if covariance_types is not None:
+            raise ValueError("covariance_types= is for a model with a covariance_type field; with "
+                             "model=a function K -> model, build the covariance type into it.")
+        return (lambda K, ct: model(K)), (None,), False, None
+    fields = {f.name for f in dataclasses.fields(model)} if dataclasses.is_dataclass(model) else {}
+    if isinstance(model, MixtureModel):
+        raise ValueError("For a jaxem.MixtureModel pass model=a function K -> MixtureModel(log_joint, "
+                         "K, init=...) whose init hook makes K-component params (one log_joint "
+                         "cannot tell jaxem how its params grow with K).")
+    if not hasattr(model, "init") or (isinstance(model, HiddenMarkovModel)
+                                      and not hasattr(model, "_emission_init")):
+        raise ValueError(f"{type(model).__name__} has no init; select_n_components needs one to "
+                         "start each candidate (for your own family pass model=a function K -> "
+                         "model with an init).")
+    size = "n_states" if "n_states" in fields else "n_components"
+    if size not in fields:
+        raise ValueError(f"model must be a jaxem model (a dataclass with n_components), got "
+                         f"{type(model).__name__}.")
+    if covariance_types is None:
+        types = (getattr(model, "covariance_type", None),)
+    elif "covariance_type" not in fields:
+        raise ValueError(f"{type(model).__name__} has no covariance_type; leave covariance_types "
+                         "at None.")
+    else:
+        types = tuple(covariance_types)
+
+    def make(K, ct):
+        kw = {size: K} if ct is None else {size: K, "covariance_type": ct}
+        return dataclasses.replace(model, **kw)
+
+    return make, types, _paddable(model), model
+
+
+def _data(template_model, X, weights, lengths, K_max):
+    """Checked data in the layout `jaxem.fit` reads, and n = Σ w (HMMs: weighted time steps)."""
+    if isinstance(template_model, HiddenMarkovModel):
+        X, w = template_model.prepare_data(X, weights, lengths)
+    elif lengths is not None:
+        raise ValueError("lengths= is for sequence models (HMMs); pass it with model=an HMM.")
+    else:
+        X, w = as_data(X, weights)
+        validate(X, w, K_max)
+        template_model.check_data(X)
+    return X, w, float(jnp.sum(w))
+
+
+def _warn(Ks, types, ll, best_m, tol, criterion):
+    """Two signs of a search too narrow or too short (`SelectionWarning`)."""
+    K = Ks[best_m]
+    if len(Ks) > 1 and (best_m == len(Ks) - 1 or (best_m == 0 and Ks[0] > 1)):
+        side = "largest" if best_m == len(Ks) - 1 else "smallest"
+        warnings.warn(
+            f"The best n_components by {criterion.upper()}, {K}, is the {side} candidate: the "
+            f"criterion may keep improving beyond it; widen n_components_range "
+            f"({'upward' if side == 'largest' else 'downward'}).", SelectionWarning, stacklevel=3)
+    falls = []
+    for c, ct in enumerate(types):
+        for m in range(len(Ks) - 1):
+            a, b = ll[c, m], ll[c, m + 1]
+            if np.isfinite(a) and np.isfinite(b) and a - b > max(tol, 1e-9 * (1.0 + abs(a))):
+                falls.append(f"K={Ks[m]} -> {Ks[m + 1]}" + (f" ({ct})" if ct is not None else ""))
+    if falls:
+        warnings.warn(
+            "The maximised log-likelihood falls as n_components grows (" + ", ".join(falls) + "): "
+            "a larger model nests the smaller one, so its fit stopped short of its maximum; use more "
+            "restarts (n_init) or iterations (max_iter, a smaller tol).", SelectionWarning,
+            stacklevel=3)
+
+
+def select_n_components(key, X, n_components_range, covariance_types=None, criterion="bic",
+                        weights=None, n_init: int = 1, *, model=None, lengths=None,
+                        init_method: str | None = "kmeans", reg_covar: float = 1e-6, tol=1e-3,
+                        **fit_kwargs) -> SelectionResult:
+    """Fit a family for every K in ``n_components_range`` and pick K by BIC, AIC or ICL.
+
+    The family is ``model``: None for Gaussian mixtures (``covariance_types`` × K), or a jaxem model
+    used as a template (its ``n_components`` — q for `jaxem.PPCA` / `jaxem.FactorAnalysis`, the
+    number of states for HMMs — replaced by each K, every other setting kept; a template with a
+    ``covariance_type`` field also tries ``covariance_types``), or a function ``K -> model`` (e.g.
+    for `jaxem.MixtureModel` with an ``init`` hook; K may stand for any size, such as the factors
+    of a mixture of factor analysers: ``lambda q: MixtureOfFactorAnalyzers(3, q)``). Restart j of candidate K starts from
+    ``model_K.init(restart_keys(key, K, n_init)[j], X, weights, method=init_method)`` (``method``
+    only for families whose ``init`` takes one); the best restart per K is the one with the highest
+    final log-likelihood. Gaussian mixtures (and PPCA / factor analysis) run all (K, restart) pairs
+    of a covariance type as ONE `jaxem.batched` call on a K_max-component model, unused components
+    masked by weight 0 (zero columns of W; see the module docstring); other families one batched
+    call per K. A Python-level driver (it returns
+    Python objects): it jits its batches itself.
+
+    Two `SelectionWarning` warnings flag a search that was too narrow or too short: the best K is at
+    the edge of the range (the largest candidate, or the smallest when it is above 1), and the
+    maximised log-likelihood falls as K grows by more than ``tol`` (nested models: the larger fit
+    stopped short of its maximum).
 
     Args:
       key: a `jax.random` key.
-      X: ``(N, D)`` data.
-      n_components_range: candidate numbers of components (e.g. ``range(1, 7)``).
-      covariance_types: covariance types to try (one batch each).
-      criterion: "bic" or "aic".
-      weights: ``(N,)`` sample weights; n in the criteria is Σ w.
+      X: ``(N, D)`` data (HMMs: ``(T, D)`` or ``(S, T, D)`` sequences, see ``lengths``).
+      n_components_range: candidate K (e.g. ``range(1, 7)``).
+      covariance_types: covariance types to try (one batch each); None: ``("full",)`` for the
+        default Gaussian family, the template's own otherwise.
+      criterion: "bic", "aic" or "icl".
+      weights: ``(N,)`` sample weights (HMMs: ``(S,)`` per sequence); n in the criteria is Σ w.
       n_init: restarts per candidate K.
-      init_method, reg_covar: as in `jaxem.GaussianMixture` / its ``init``.
-      tol, **fit_kwargs: passed to `jaxem.fit` (``max_iter``, ``m_step``, ``progress``, ...).
+      model: the family (see above); None: `jaxem.GaussianMixture` with ``reg_covar``.
+      lengths: HMMs: ``(S,)`` lengths of sequences padded at the end.
+      init_method: passed as ``method=`` to ``init`` where the family takes it (None: its default).
+      reg_covar: for the default Gaussian family (a template carries its own).
+      tol, **fit_kwargs: passed to `jaxem.fit` (``max_iter``, ``m_step``, ``accelerate``, ...).
 
     Returns:
       A `SelectionResult` (score tables, the best model and its fit).
@@ -144,42 +366,40 @@ def select_n_components(key, X, n_components_range, covariance_types=("full",), 
       >>> sel = jaxem.select_n_components(jax.random.key(1), X, range(1, 4))
       >>> sel.best_n_components
       1
+      >>> Y = jax.random.normal(jax.random.key(2), (300, 2)) @ jax.random.normal(jax.random.key(3), (2, 6))
+      >>> sel = jaxem.select_n_components(jax.random.key(4), Y, range(1, 5), model=jaxem.PPCA(1))
+      >>> sel.best_n_components
+      2
     """
-    if criterion not in ("bic", "aic"):
-        raise ValueError(f"criterion must be 'bic' or 'aic', got {criterion!r}.")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
     Ks = tuple(sorted({positive_int("n_components_range entries", k) for k in n_components_range}))
     if not Ks:
         raise ValueError(f"n_components_range must hold integers >= 1, got {n_components_range!r}.")
     n_init = positive_int("n_init", n_init)
     tolerance(tol)
-    X, w = as_data(X, weights)
-    validate(X, w, Ks[-1])
-    K_max, D = Ks[-1], X.shape[1]
-    n = float(jnp.sum(w))
+    make, types, padded, template = _family(model, covariance_types, reg_covar)
+    if template is None:  # a factory: its smallest candidate tells the data layout and support
+        template = make(Ks[0], types[0])
+    X, w, n = _data(template, X, weights, lengths, Ks[-1])
     static_kw = tuple(sorted(fit_kwargs.items()))
-    tables = {name: np.zeros((len(covariance_types), len(Ks))) for name in ("bic", "aic", "ll", "p")}
-    status = np.zeros((len(covariance_types), len(Ks)), np.int64)
-    fits = []
-    for c, ct in enumerate(covariance_types):
-        models = tuple(GaussianMixture(K, ct, reg_covar) for K in Ks)
-        starts = _starts(key, X, w, models=models, n_init=int(n_init), K_max=K_max,
-                         method=init_method)
-        res = _fit_batch(starts, X, w, tol, model=GaussianMixture(K_max, ct, reg_covar),
-                         n_init=int(n_init), static_kw=static_kw)
-        fits.append(res)
-        ll_sum = np.asarray(res.log_likelihood, np.float64) * n
-        p = np.array([n_free_parameters(K, D, ct) for K in Ks], np.float64)
-        tables["bic"][c] = -2.0 * ll_sum + p * np.log(n)
-        tables["aic"][c] = -2.0 * ll_sum + 2.0 * p
-        tables["ll"][c], tables["p"][c] = ll_sum / n, p
-        status[c] = np.asarray(res.status)
+    route = _select_padded if padded else _select_family
+    per_type = route(key, X, w, Ks, make, types, n_init, init_method, tol, static_kw)
+
+    shape = (len(types), len(Ks))
+    ll, p, ent = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    status = np.zeros(shape, np.int64)
+    for c, (fits, h, _, pc) in enumerate(per_type):
+        ll[c] = [float(r.log_likelihood) for r in fits]
+        status[c] = [int(r.status) for r in fits]
+        p[c], ent[c] = pc, h
+    ll_sum = ll * n
+    tables = {"bic": -2.0 * ll_sum + p * np.log(n), "aic": -2.0 * ll_sum + 2.0 * p}
+    tables["icl"] = tables["bic"] + 2.0 * ent
     score = np.where(np.isfinite(tables[criterion]), tables[criterion], np.inf)
     c, m = np.unravel_index(np.argmin(score), score.shape)
-    K, ct = Ks[m], covariance_types[c]
-    best = jax.tree_util.tree_map(lambda a: a[m], fits[c])
-    P = best.params
-    P = GaussianMixtureParams(P.weights[:K], P.means[:K],
-                              P.covariances if ct == "tied" else P.covariances[:K])
-    return SelectionResult(Ks, tuple(covariance_types), criterion, tables["bic"], tables["aic"],
-                           tables["ll"], tables["p"].astype(int), status, K, ct,
-                           GaussianMixture(K, ct, reg_covar), best._replace(params=P))
+    fits, _, models, _ = per_type[c]
+    _warn(Ks, types, ll, int(m), float(tol), criterion)
+    return SelectionResult(Ks, tuple(types), criterion, tables["bic"], tables["aic"],
+                           tables["icl"], ent, ll, p.astype(int), status, Ks[m], types[c],
+                           models[m], fits[m])
