@@ -62,13 +62,15 @@ from .models.hmm import GaussianHMM as _JGaussian
 from .models.hmm import GaussianHMMParams
 from .models.hmm import PoissonHMM as _JPoisson
 from .models.hmm import PoissonHMMParams
-from .models.hmm._inference import safe_log
+from .models.hmm import HMMStatistics
+from .models.hmm._inference import forward_backward, safe_log
 from .models.hmm._inference import viterbi as _viterbi
 
 __all__ = ["GaussianHMM", "CategoricalHMM", "PoissonHMM", "ConvergenceMonitor",
            "COVARIANCE_TYPES", "DECODER_ALGORITHMS"]
 
 _log = logging.getLogger(__name__)
+_INFERENCE = "sequential"  # on CPU the scan beats the associative scan here (T <= ~10^4)
 #: Supported decoder algorithms (as hmmlearn.base).
 DECODER_ALGORITHMS = frozenset(("viterbi", "map"))
 COVARIANCE_TYPES = frozenset(("spherical", "diag", "full", "tied"))
@@ -206,10 +208,34 @@ def _gaussian_m_step(spec, em, p, prior):
     return out
 
 
+def _e_step(model, p, X, w):
+    """Baum-Welch's expected statistics (`HMMStatistics`) by jaxem's normalised forward-backward
+    (`forward_backward`, one `lax.scan` each way, vmapped over the sequences) and the family's
+    emission statistics; also γ ``(S, T, K)``, log p(x_s) ``(S,)`` and the log-densities."""
+    log_b = model._log_b(p, X)
+    mask = w > 0
+    gamma, xi, ll = jax.vmap(forward_backward, (None, None, 0, 0))(
+        safe_log(p.initial_probs), p.transition_matrix, log_b, mask)
+    gamma = where(mask[..., None], gamma, 0.0)
+    ws = w[:, 0]
+    S, T, D = X.shape
+    rw = (gamma * w[..., None]).reshape(S * T, -1)
+    st = HMMStatistics(
+        initial_counts=ws @ gamma[:, 0],
+        transition_counts=jnp.einsum("s,sjk->jk", ws, where(ws[:, None, None] > 0, xi, 0.0)),
+        emission=model._emission_statistics(p, X.reshape(S * T, D), rw),
+        log_likelihood=jnp.sum(where(ws > 0, ws * ll, 0.0)),
+        total_weight=jnp.sum(w),
+        n_invalid=jnp.zeros((), X.dtype))
+    return st, gamma, ll, log_b
+
+
 @compiled(static_argnames=("spec", "trace_len"))
-def _em(spec, params, prior, X, w, n_iter, tol, *, trace_len):
-    """Baum-Welch with hmmlearn's M-step and stopping rule: ``(params, trace, n_run, finite)``;
-    ``trace[i]`` is the total log-likelihood at the parameters entering iteration i."""
+def _fit_program(spec, params, prior, X, w, n_iter, tol, *, trace_len):
+    """Baum-Welch with hmmlearn's M-step and stopping rule for at most ``n_iter`` iterations
+    (traced): ``(params, trace, n_run, ok)``; ``trace[i]`` is the total log-likelihood at the
+    parameters entering iteration i (so a run of one iteration scores the given parameters); a
+    non-finite log-likelihood or update stops at the last finite parameters (``ok`` False)."""
     model = spec.model
 
     def cond(s):
@@ -218,7 +244,7 @@ def _em(spec, params, prior, X, w, n_iter, tol, *, trace_len):
 
     def body(s):
         i, p, trace, _, _ = s
-        st = model._statistics(p, X, w)
+        st = _e_step(model, p, X, w)[0]
         ll = st.log_likelihood
         new = _m_step(spec, st, p, prior)
         ok = jnp.isfinite(ll) & jax.tree_util.tree_reduce(
@@ -228,41 +254,43 @@ def _em(spec, params, prior, X, w, n_iter, tol, *, trace_len):
         p = jax.tree_util.tree_map(lambda a, b: where(ok, a, b), new, p)
         return i + 1, p, trace, conv | ~ok, ok
 
-    dtype = X.dtype
-    init = (jnp.int32(0), params, jnp.full((trace_len,), jnp.nan, dtype), jnp.bool_(False),
+    init = (jnp.int32(0), params, jnp.full((trace_len,), jnp.nan, X.dtype), jnp.bool_(False),
             jnp.bool_(True))
-    i, p, trace, _, ok = jax.lax.while_loop(cond, body, init)
-    return p, trace, i, ok
+    n_run, p, trace, _, ok = jax.lax.while_loop(cond, body, init)
+    return p, trace, n_run, ok
 
 
 @compiled(static_argnames=("model",))
-def _posteriors(model, params, X, w):
-    gamma, _, ll, log_b = model._posteriors(params, X, w)
-    return gamma, ll, log_b
+def _infer_program(model, params, X, w):
+    """At ``params``: γ ``(S, T, K)``, log p(x_s) ``(S,)``, the emission log-densities
+    ``(S, T, K)``, the Viterbi paths ``(S, T)`` and their log-probabilities ``(S,)``."""
+    _, gamma, ll, log_b = _e_step(model, params, X, w)
+    path, score = _viterbi_paths(params, log_b, w > 0)
+    return gamma, ll, log_b, path, score
 
 
-@compiled(static_argnames=("model",))
-def _decode(model, params, X, w):
-    """Viterbi paths ``(S, T)`` and their log-probabilities ``(S,)``."""
+def _viterbi_paths(params, log_b, mask):
+    """Viterbi paths ``(S, T)`` (-1 on padding) and their log-probabilities ``(S,)``."""
     log_pi = safe_log(params.initial_probs)
     log_A = safe_log(params.transition_matrix)
-    log_b = model._log_b(params, X)
-    mask = w > 0
     path = jax.vmap(_viterbi, (None, None, 0, 0))(log_pi, log_A, log_b, mask)
     z = jnp.maximum(path, 0)
     lb = jnp.take_along_axis(log_b, z[..., None], -1)[..., 0]
     la = log_A[z[:, :-1], z[:, 1:]]
     score = (log_pi[z[:, 0]] + jnp.sum(where(mask, lb, 0.0), 1)
              + jnp.sum(where(mask[:, 1:], la, 0.0), 1))
-    return path, score
+    return path.astype(jnp.int32), score
 
 
 # --- data layout ----------------------------------------------------------------------------------
-def _bucket(n: int, lo: int) -> int:
-    """Padded size: >= lo, rounded up to a multiple of 2^(bits(n) - 3) (<= 1/4 extra)."""
+def _bucket(n: int, lo: int, pow2_upto: int) -> int:
+    """Padded size: >= lo; a power of two up to ``pow2_upto`` (few distinct shapes, hence few
+    compiles, for small data); beyond, a multiple of 2^(bits(n) - 4) (<= 1/8 extra work)."""
     if n <= lo:
         return lo
-    step = 1 << max(n.bit_length() - 3, 0)
+    if n <= pow2_upto:
+        return 1 << (n - 1).bit_length()
+    step = 1 << max(n.bit_length() - 4, 0)
     return -(-n // step) * step
 
 
@@ -282,7 +310,7 @@ def _to_sequences(X, lengths):
     ``(S', T')`` (1 on real frames), with S' and T' rounded up to buckets."""
     lengths = _split_lengths(X, lengths)
     S, T = len(lengths), int(lengths.max())
-    Sp, Tp = _bucket(S, 1), _bucket(T, 8)
+    Sp, Tp = _bucket(S, 1, 64), _bucket(T, 16, 256)
     D = X.shape[1]
     Xs = np.zeros((Sp, Tp, D))
     w = np.zeros((Sp, Tp))
@@ -431,16 +459,7 @@ class BaseHMM(BaseEstimator):
         if n_iter <= 0:
             return self
         Xs, w, _ = _to_sequences(self._frames(X), lengths)
-        spec = _Spec(self._jax_model(), self._family, "".join(sorted(set(self.params))),
-                     getattr(self, "covariance_type", ""))
-        prior = {"startprob": np.asarray(self.startprob_prior, float),
-                 "transmat": np.asarray(self.transmat_prior, float), **self._emission_prior()}
-        trace_len = max(16, 1 << (n_iter - 1).bit_length())
-        with _x64():
-            p, trace, n_run, ok = _em(spec, self._jax_params(), prior, Xs, w, n_iter,
-                                      float(self.monitor_.tol), trace_len=trace_len)
-            p = jax.tree_util.tree_map(np.asarray, p)
-            trace, n_run, ok = np.asarray(trace), int(n_run), bool(ok)
+        p, trace, n_run, ok = self._run(Xs, w, n_iter)
         self._set_from_jax(p)
         for ll in trace[:n_run]:
             self.monitor_.report(float(ll))
@@ -454,6 +473,30 @@ class BaseHMM(BaseEstimator):
                          "state was ever observed.")
         return self
 
+    def _spec(self):
+        return _Spec(self._jax_model(), self._family, "".join(sorted(set(self.params))),
+                     getattr(self, "covariance_type", ""))
+
+    def _run(self, Xs, w, n_iter):
+        """`_fit_program` on padded data, in float64: ``(params, trace, n_run, ok)`` (NumPy)."""
+        prior = {"startprob": np.asarray(self.startprob_prior, float),
+                 "transmat": np.asarray(self.transmat_prior, float), **self._emission_prior()}
+        trace_len = max(16, 1 << (max(int(self.n_iter), 1) - 1).bit_length())
+        with _x64():
+            out = _fit_program(self._spec(), self._jax_params(), prior, Xs, w, n_iter,
+                               float(self.monitor_.tol), trace_len=trace_len)
+            p, trace, n_run, ok = jax.tree_util.tree_map(np.asarray, out)
+        return p, trace, int(n_run), bool(ok)
+
+    def _infer(self, X, lengths):
+        """``(gamma, log p(x_s), log_b, paths, path log-probs, lengths)`` at the current
+        parameters (padded arrays; the first ``len(lengths)`` sequences are real)."""
+        Xs, w, lengths = self._prepare(X, lengths)
+        with _x64():
+            out = _infer_program(self._jax_model(), self._jax_params(), Xs, w)
+            out = tuple(np.asarray(a) for a in out)
+        return out + (lengths,)
+
     # --- inference ------------------------------------------------------------------------------
     def _prepare(self, X, lengths):
         check_is_fitted(self, "startprob_")
@@ -466,10 +509,7 @@ class BaseHMM(BaseEstimator):
         pass
 
     def _score(self, X, lengths=None, *, compute_posteriors):
-        Xs, w, lengths = self._prepare(X, lengths)
-        with _x64():
-            gamma, ll, _ = _posteriors(self._jax_model(), self._jax_params(), Xs, w)
-            gamma, ll = np.asarray(gamma), np.asarray(ll)
+        gamma, ll, _, _, _, lengths = self._infer(X, lengths)
         log_prob = float(np.sum(ll[:len(lengths)]))
         post = _unpad(gamma, lengths) if compute_posteriors else np.empty((0, self.n_components))
         return log_prob, post
@@ -480,13 +520,15 @@ class BaseHMM(BaseEstimator):
 
     def score(self, X, lengths=None):
         """Total log-likelihood log p(X) of all the sequences."""
-        return self._score(X, lengths, compute_posteriors=False)[0]
+        # trace[0] of a one-iteration run of the fit program (compiled once for fit and score).
+        Xs, w, _ = self._prepare(X, lengths)
+        return float(self._run(Xs, w, 1)[1][0])
 
     def _compute_log_likelihood(self, X):
         """``(n_samples, n_components)`` emission log-densities log p(x_t | state)."""
-        Xs, w, lengths = _to_sequences(self._frames(np.asarray(X)), None)
+        Xs, w, lengths = _to_sequences(self._frames(check_array(X)), None)
         with _x64():
-            _, _, log_b = _posteriors(self._jax_model(), self._jax_params(), Xs, w)
+            log_b = _infer_program(self._jax_model(), self._jax_params(), Xs, w)[2]
             return _unpad(np.asarray(log_b), lengths)
 
     def decode(self, X, lengths=None, algorithm=None):
@@ -500,10 +542,7 @@ class BaseHMM(BaseEstimator):
         if algorithm == "map":
             _, post = self.score_samples(X, lengths)
             return np.max(post, axis=1).sum(), np.argmax(post, axis=1)
-        Xs, w, lengths = self._prepare(X, lengths)
-        with _x64():
-            path, score = _decode(self._jax_model(), self._jax_params(), Xs, w)
-            path, score = np.asarray(path), np.asarray(score)
+        _, _, _, path, score, lengths = self._infer(X, lengths)
         return float(score[:len(lengths)].sum()), _unpad(path, lengths).astype(int)
 
     def predict(self, X, lengths=None):
@@ -685,7 +724,7 @@ class GaussianHMM(BaseHMM):
         # tied -> per-state full statistics (hmmlearn sums them); spherical -> diag (hmmlearn's
         # fitted spherical covariances are (K, D) rows of equal values).
         ct = {"tied": "full", "spherical": "diag"}.get(self.covariance_type, self.covariance_type)
-        return _JGaussian(self.n_components, ct, 0.0, inference="sequential")
+        return _JGaussian(self.n_components, ct, 0.0, inference=_INFERENCE)
 
     def _jax_params(self):
         K, D = self.n_components, self.means_.shape[1]
@@ -797,7 +836,7 @@ class CategoricalHMM(BaseHMM):
         self._check_sum_1("emissionprob_")
 
     def _jax_model(self):
-        return _JCategorical(self.n_components, int(self.n_features), inference="sequential")
+        return _JCategorical(self.n_components, int(self.n_features), inference=_INFERENCE)
 
     def _jax_params(self):
         return CategoricalHMMParams(np.asarray(self.startprob_, float),
@@ -872,7 +911,7 @@ class PoissonHMM(BaseHMM):
                              f"{self.n_features} columns.")
 
     def _jax_model(self):
-        return _JPoisson(self.n_components, inference="sequential")
+        return _JPoisson(self.n_components, inference=_INFERENCE)
 
     def _jax_params(self):
         return PoissonHMMParams(np.asarray(self.startprob_, float),
