@@ -696,6 +696,9 @@ class GaussianHMM(BaseHMM):
                       "tied": nf * (nf + 1) // 2}[self.covariance_type]}
 
     def _init(self, X, lengths=None):
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, got "
+                             f"{self.covariance_type!r}")
         super()._init(X, lengths)
         if self._needs_init("m", "means_"):
             kmeans = cluster.KMeans(n_clusters=self.n_components,
