@@ -454,6 +454,7 @@ class BaseHMM(BaseEstimator):
             lengths = np.asarray([X.shape[0]])
         self._init(X, lengths)
         self._check()
+        self._check_input(X)
         self.monitor_._reset()
         n_iter = int(self.n_iter)
         if n_iter <= 0:
