@@ -7,31 +7,34 @@ by a compiled Baum-Welch loop in JAX. Swap one import::
 Same class names, constructor parameters and defaults, fitted attributes (``startprob_``,
 ``transmat_``, ``means_``, ``covars_`` / ``_covars_``, ``emissionprob_``, ``lambdas_``,
 ``n_features``, ``monitor_``) and methods (``fit(X, lengths)``, ``predict``, ``predict_proba``,
-``score``, ``score_samples``, ``decode``, ``sample``, ``aic``, ``bic``, ``get_stationary_distribution``),
-and the same iterates: from the same starting parameters a fit follows hmmlearn's M-step exactly
-(MAP with its Dirichlet / normal / inverse-gamma / inverse-Wishart priors, ``covars_prior`` and
-``covars_weight`` included, letters of ``params`` updated and the others held fixed, a zero entry
-of ``startprob_`` / ``transmat_`` kept at zero) and stops on hmmlearn's rule (after the first
-iteration whose gain in total log-likelihood is below ``tol``, or ``n_iter`` iterations). The
-start is hmmlearn's too (``init_params`` letters drawn with NumPy from ``random_state``: Dirichlet
-``startprob_`` / ``transmat_``, scikit-learn's k-means for ``means_``, the data covariance plus
-``min_covar`` for ``covars_``; parameters set by the user before ``fit`` and whose letter is not in
-``init_params`` are kept), so ``fit`` from the same ``random_state`` reaches hmmlearn's parameters
-to rounding; ``sample`` draws with NumPy in hmmlearn's order (the same samples for the same seed).
+``score``, ``score_samples``, ``decode``, ``sample``, ``aic``, ``bic``,
+``get_stationary_distribution``), and the same iterates: from the same starting parameters a fit
+follows hmmlearn's M-step exactly (MAP with its Dirichlet / normal / inverse-gamma / inverse-Wishart
+priors, ``covars_prior`` and ``covars_weight`` included, letters of ``params`` updated and the
+others held fixed, a zero entry of ``startprob_`` / ``transmat_`` kept at zero) and stops on
+hmmlearn's rule (after the first iteration whose gain in total log-likelihood is below ``tol``, or
+``n_iter`` iterations). The start is hmmlearn's too (``init_params`` letters drawn with NumPy from
+``random_state``: Dirichlet ``startprob_`` / ``transmat_``, scikit-learn's k-means for ``means_``,
+the data covariance plus ``min_covar`` for ``covars_``; parameters set by the user before ``fit``
+and whose letter is not in ``init_params`` are kept), so ``fit`` from the same ``random_state``
+reaches hmmlearn's parameters to rounding; ``sample`` draws with NumPy in hmmlearn's order (the same
+samples for the same seed).
 
 The E-step is jaxem's forward-backward (`jaxem.GaussianHMM` etc.); the whole EM loop is one
 compiled `jax.lax.while_loop` over all sequences at once (padded to a shape bucket, so refits of
 similar data reuse the compiled program). Work is in float64 (hmmlearn's precision) inside a
 scoped `jax.enable_x64` context; the global JAX configuration is not changed.
 
-Differences from hmmlearn: ``implementation`` is accepted and ignored (jaxem's scaled
-forward-backward with a log-space fallback is used for both: "scaling" never underflows here);
-the convergence rule is evaluated inside the compiled loop, so a user subclass of
-``ConvergenceMonitor`` replacing ``monitor_`` changes nothing but the reported ``converged``;
-``verbose`` reports are printed after the loop; a state that receives no posterior mass keeps its
-previous parameters (hmmlearn would produce NaN); a fit whose log-likelihood becomes non-finite
-stops at the last finite parameters with a logged warning. `GMMHMM`, `MultinomialHMM` and the
-variational models are not provided.
+Differences from hmmlearn: ``implementation`` is accepted and ignored (jaxem's normalised
+forward-backward is used for both, and it does not underflow: hmmlearn's "scaling" raises on an
+extreme outlier, this does not); the convergence rule is evaluated inside the compiled loop, so a
+user subclass of ``ConvergenceMonitor`` replacing ``monitor_`` changes nothing but the reported
+``converged``; ``verbose`` reports are printed after the loop; a state with no posterior mass keeps
+its mean, Poisson rates (and full/tied covariance) where hmmlearn divides by zero, and a row of
+``transmat_`` / ``emissionprob_`` with no counts keeps its values where hmmlearn leaves zeros; a fit
+whose log-likelihood or parameters become non-finite stops at the last finite parameters with a
+logged warning. Array-valued ``means_weight`` / ``covars_weight`` of shape ``(n_components,)`` are
+read per state. `GMMHMM`, `MultinomialHMM` and the variational models are not provided.
 
 scikit-learn is required (hmmlearn's own dependency: k-means start, estimator base class).
 ``import jaxem`` never imports this module.
@@ -39,14 +42,12 @@ scikit-learn is required (hmmlearn's own dependency: k-means start, estimator ba
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import string
 import sys
 from collections import deque
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import linalg
 from sklearn import cluster
@@ -54,23 +55,19 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from ._compile import compiled
-from ._where import where
+from ._hmmlearn_em import _fit_program, _infer_program, _normalize, _Spec, _to_sequences, _unpad
+from ._hmmlearn_em import _x64
 from .models.hmm import CategoricalHMM as _JCategorical
 from .models.hmm import CategoricalHMMParams
 from .models.hmm import GaussianHMM as _JGaussian
 from .models.hmm import GaussianHMMParams
 from .models.hmm import PoissonHMM as _JPoisson
 from .models.hmm import PoissonHMMParams
-from .models.hmm import HMMStatistics
-from .models.hmm._inference import forward_backward, safe_log
-from .models.hmm._inference import viterbi as _viterbi
 
 __all__ = ["GaussianHMM", "CategoricalHMM", "PoissonHMM", "ConvergenceMonitor",
            "COVARIANCE_TYPES", "DECODER_ALGORITHMS"]
 
 _log = logging.getLogger(__name__)
-_INFERENCE = "sequential"  # on CPU the scan beats the associative scan here (T <= ~10^4)
 #: Supported decoder algorithms (as hmmlearn.base).
 DECODER_ALGORITHMS = frozenset(("viterbi", "map"))
 COVARIANCE_TYPES = frozenset(("spherical", "diag", "full", "tied"))
@@ -119,224 +116,6 @@ class ConvergenceMonitor:
         """Whether the EM algorithm converged."""
         return (self.iter == self.n_iter or
                 (len(self.history) >= 2 and self.history[-1] - self.history[-2] < self.tol))
-
-
-# --- the compiled programs ---------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class _Spec:
-    """Static description of a fit: the jaxem model used for the E-step, hmmlearn's family and
-    covariance type, and the letters of ``params`` (updated; the others are held fixed)."""
-
-    model: object
-    family: str  # "gaussian" | "categorical" | "poisson"
-    letters: str
-    covariance_type: str = ""
-
-
-def _m_step(spec: _Spec, st, p, prior):
-    """hmmlearn's `_do_mstep` from jaxem's expected statistics (`HMMStatistics`)."""
-    L = spec.letters
-    new = {}
-    if "s" in L:
-        sp = jnp.maximum(prior["startprob"] - 1 + st.initial_counts, 0)
-        sp = where(p.initial_probs == 0, 0.0, sp)
-        new["initial_probs"] = sp / jnp.sum(sp)
-    if "t" in L:
-        tm = jnp.maximum(prior["transmat"] - 1 + st.transition_counts, 0)
-        tm = where(p.transition_matrix == 0, 0.0, tm)
-        row = jnp.sum(tm, 1, keepdims=True)
-        new["transition_matrix"] = where(row > 0, tm / where(row > 0, row, 1.0),
-                                         p.transition_matrix)
-    em = st.emission
-    if spec.family == "categorical" and "e" in L:
-        e = jnp.maximum(prior["emissionprob"] - 1 + em, 0)
-        row = jnp.sum(e, 1, keepdims=True)
-        new["emission_probs"] = where(row > 0, e / where(row > 0, row, 1.0), p.emission_probs)
-    if spec.family == "poisson" and "l" in L:
-        post, obs = em
-        n = jnp.sum(post)
-        y_bar = obs / where(post > 0, post, 1.0)[:, None]
-        lam = (prior["lambdas_prior"] + n * y_bar) / (prior["lambdas_weight"] + n)
-        new["rates"] = where((post > 0)[:, None], lam, p.rates)
-    if spec.family == "gaussian":
-        new.update(_gaussian_m_step(spec, em, p, prior))
-    return p._replace(**new)
-
-
-def _gaussian_m_step(spec, em, p, prior):
-    """hmmlearn's GaussianHMM M-step (Huang, Acero & Hon 2001, pp. 443-445), with the residual
-    statistics about the current means (``em``: `GaussianMixtureStatistics`) in place of raw
-    moments: Σγ(x - μ)(x - μ)ᵀ = S - d sᵀ - s dᵀ + N d dᵀ with d = μ - μ_old."""
-    L, ct = spec.letters, spec.covariance_type
-    n, sx, sxx = em.counts, em.sum_x, em.sum_xx
-    mu_old = p.means
-    mp, mw = prior["means_prior"], prior["means_weight"]
-    out = {}
-    mu = mu_old
-    if "m" in L:
-        obs = sx + n[:, None] * mu_old
-        den = mw + n[:, None]
-        mu = where(den > 0, (mw * mp + obs) / where(den > 0, den, 1.0), mu_old)
-        out["means"] = mu
-    if "c" in L:
-        cp, cw = prior["covars_prior"], prior["covars_weight"]
-        d = mu - mu_old
-        md = mu - mp
-        if ct in ("spherical", "diag"):
-            c_n = mw * md ** 2 + sxx - 2 * d * sx + n[:, None] * d * d
-            c_d = jnp.maximum(cw - 1, 0) + n[:, None]
-            cov = (cp + c_n) / jnp.maximum(c_d, 1e-5)
-            if ct == "spherical":
-                cov = jnp.broadcast_to(jnp.mean(cov, 1, keepdims=True), cov.shape)
-            out["covariances"] = cov
-        else:
-            D = mu.shape[1]
-            outer = lambda a, b: a[:, :, None] * b[:, None, :]
-            mw3 = mw if np.ndim(mw) == 0 else mw[..., None]
-            c_n = mw3 * outer(md, md) + (
-                sxx - outer(d, sx) - outer(sx, d) + n[:, None, None] * outer(d, d))
-            cvw = jnp.maximum(cw - D, 0)
-            if ct == "tied":
-                tot = cvw + jnp.sum(n)
-                cov = (cp + jnp.sum(c_n, 0)) / tot
-                cov = jnp.broadcast_to(cov, c_n.shape)
-                out["covariances"] = where(tot > 0, cov, p.covariances)
-            else:
-                den = cvw + n[:, None, None]
-                cov = (cp + c_n) / where(den > 0, den, 1.0)
-                out["covariances"] = where(den > 0, cov, p.covariances)
-    return out
-
-
-def _e_step(model, p, X, w):
-    """Baum-Welch's expected statistics (`HMMStatistics`) by jaxem's normalised forward-backward
-    (`forward_backward`, one `lax.scan` each way, vmapped over the sequences) and the family's
-    emission statistics; also γ ``(S, T, K)``, log p(x_s) ``(S,)`` and the log-densities."""
-    log_b = model._log_b(p, X)
-    mask = w > 0
-    gamma, xi, ll = jax.vmap(forward_backward, (None, None, 0, 0))(
-        safe_log(p.initial_probs), p.transition_matrix, log_b, mask)
-    gamma = where(mask[..., None], gamma, 0.0)
-    ws = w[:, 0]
-    S, T, D = X.shape
-    rw = (gamma * w[..., None]).reshape(S * T, -1)
-    st = HMMStatistics(
-        initial_counts=ws @ gamma[:, 0],
-        transition_counts=jnp.einsum("s,sjk->jk", ws, where(ws[:, None, None] > 0, xi, 0.0)),
-        emission=model._emission_statistics(p, X.reshape(S * T, D), rw),
-        log_likelihood=jnp.sum(where(ws > 0, ws * ll, 0.0)),
-        total_weight=jnp.sum(w),
-        n_invalid=jnp.zeros((), X.dtype))
-    return st, gamma, ll, log_b
-
-
-@compiled(static_argnames=("spec", "trace_len"))
-def _fit_program(spec, params, prior, X, w, n_iter, tol, *, trace_len):
-    """Baum-Welch with hmmlearn's M-step and stopping rule for at most ``n_iter`` iterations
-    (traced): ``(params, trace, n_run, ok)``; ``trace[i]`` is the total log-likelihood at the
-    parameters entering iteration i (so a run of one iteration scores the given parameters); a
-    non-finite log-likelihood or update stops at the last finite parameters (``ok`` False)."""
-    model = spec.model
-
-    def cond(s):
-        i, _, _, done, _ = s
-        return (i < n_iter) & ~done
-
-    def body(s):
-        i, p, trace, _, _ = s
-        st = _e_step(model, p, X, w)[0]
-        ll = st.log_likelihood
-        new = _m_step(spec, st, p, prior)
-        ok = jnp.isfinite(ll) & jax.tree_util.tree_reduce(
-            jnp.logical_and, jax.tree_util.tree_map(lambda a: jnp.all(jnp.isfinite(a)), new))
-        trace = trace.at[i].set(ll)
-        conv = (i >= 1) & (ll - trace[jnp.maximum(i - 1, 0)] < tol)
-        p = jax.tree_util.tree_map(lambda a, b: where(ok, a, b), new, p)
-        return i + 1, p, trace, conv | ~ok, ok
-
-    init = (jnp.int32(0), params, jnp.full((trace_len,), jnp.nan, X.dtype), jnp.bool_(False),
-            jnp.bool_(True))
-    n_run, p, trace, _, ok = jax.lax.while_loop(cond, body, init)
-    return p, trace, n_run, ok
-
-
-@compiled(static_argnames=("model",))
-def _infer_program(model, params, X, w):
-    """At ``params``: γ ``(S, T, K)``, log p(x_s) ``(S,)``, the emission log-densities
-    ``(S, T, K)``, the Viterbi paths ``(S, T)`` and their log-probabilities ``(S,)``."""
-    _, gamma, ll, log_b = _e_step(model, params, X, w)
-    path, score = _viterbi_paths(params, log_b, w > 0)
-    return gamma, ll, log_b, path, score
-
-
-def _viterbi_paths(params, log_b, mask):
-    """Viterbi paths ``(S, T)`` (-1 on padding) and their log-probabilities ``(S,)``."""
-    log_pi = safe_log(params.initial_probs)
-    log_A = safe_log(params.transition_matrix)
-    path = jax.vmap(_viterbi, (None, None, 0, 0))(log_pi, log_A, log_b, mask)
-    z = jnp.maximum(path, 0)
-    lb = jnp.take_along_axis(log_b, z[..., None], -1)[..., 0]
-    la = log_A[z[:, :-1], z[:, 1:]]
-    score = (log_pi[z[:, 0]] + jnp.sum(where(mask, lb, 0.0), 1)
-             + jnp.sum(where(mask[:, 1:], la, 0.0), 1))
-    return path.astype(jnp.int32), score
-
-
-# --- data layout ----------------------------------------------------------------------------------
-def _bucket(n: int, lo: int, pow2_upto: int) -> int:
-    """Padded size: >= lo; a power of two up to ``pow2_upto`` (few distinct shapes, hence few
-    compiles, for small data); beyond, a multiple of 2^(bits(n) - 4) (<= 1/8 extra work)."""
-    if n <= lo:
-        return lo
-    if n <= pow2_upto:
-        return 1 << (n - 1).bit_length()
-    step = 1 << max(n.bit_length() - 4, 0)
-    return -(-n // step) * step
-
-
-def _split_lengths(X, lengths):
-    if lengths is None:
-        return np.asarray([len(X)])
-    lengths = np.asarray(lengths, dtype=int).reshape(-1)
-    if lengths.sum() != len(X):
-        raise ValueError(f"lengths array {lengths} doesn't sum to {len(X)} samples")
-    if np.any(lengths < 1):
-        raise ValueError(f"lengths must be positive, got {lengths}")
-    return lengths
-
-
-def _to_sequences(X, lengths):
-    """Concatenated ``(n_samples, D)`` -> padded ``(S', T', D)`` float64 and frame weights
-    ``(S', T')`` (1 on real frames), with S' and T' rounded up to buckets."""
-    lengths = _split_lengths(X, lengths)
-    S, T = len(lengths), int(lengths.max())
-    Sp, Tp = _bucket(S, 1, 64), _bucket(T, 16, 256)
-    D = X.shape[1]
-    Xs = np.zeros((Sp, Tp, D))
-    w = np.zeros((Sp, Tp))
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    for s, (a, n) in enumerate(zip(starts, lengths)):
-        Xs[s, :n] = X[a:a + n]
-        w[s, :n] = 1.0
-    return Xs, w, lengths
-
-
-def _unpad(arr, lengths):
-    """``(S', T', ...)`` -> concatenated ``(n_samples, ...)``."""
-    return np.concatenate([arr[s, :n] for s, n in enumerate(lengths)])
-
-
-def _x64():
-    return jax.enable_x64(True)
-
-
-def _normalize(a, axis=None):
-    a = np.array(a, dtype=float)
-    s = a.sum(axis)
-    if axis and a.ndim > 1:
-        s[s == 0] = 1
-        s = np.expand_dims(s, axis)
-    return a / s
 
 
 # --- the estimators -----------------------------------------------------------------------------
@@ -728,7 +507,7 @@ class GaussianHMM(BaseHMM):
         # tied -> per-state full statistics (hmmlearn sums them); spherical -> diag (hmmlearn's
         # fitted spherical covariances are (K, D) rows of equal values).
         ct = {"tied": "full", "spherical": "diag"}.get(self.covariance_type, self.covariance_type)
-        return _JGaussian(self.n_components, ct, 0.0, inference=_INFERENCE)
+        return _JGaussian(self.n_components, ct, 0.0)
 
     def _jax_params(self):
         K, D = self.n_components, self.means_.shape[1]
@@ -840,7 +619,7 @@ class CategoricalHMM(BaseHMM):
         self._check_sum_1("emissionprob_")
 
     def _jax_model(self):
-        return _JCategorical(self.n_components, int(self.n_features), inference=_INFERENCE)
+        return _JCategorical(self.n_components, int(self.n_features))
 
     def _jax_params(self):
         return CategoricalHMMParams(np.asarray(self.startprob_, float),
@@ -915,7 +694,7 @@ class PoissonHMM(BaseHMM):
                              f"{self.n_features} columns.")
 
     def _jax_model(self):
-        return _JPoisson(self.n_components, inference=_INFERENCE)
+        return _JPoisson(self.n_components)
 
     def _jax_params(self):
         return PoissonHMMParams(np.asarray(self.startprob_, float),

@@ -41,7 +41,8 @@ def _assert_same_fit(a, b, names, rtol=1e-7, atol=1e-9):
 
 @pytest.mark.parametrize("covariance_type", [
     "diag", "full",
-    pytest.param("spherical", marks=pytest.mark.slow), pytest.param("tied", marks=pytest.mark.slow)])
+    pytest.param("spherical", marks=pytest.mark.slow),
+    pytest.param("tied", marks=pytest.mark.slow)])
 def test_gaussian_fit_equals_hmmlearn(gaussian_data, covariance_type):
     """Same random_state: hmmlearn's start (Dirichlet, k-means, data covariance + min_covar),
     then the same MAP iterates (covars_prior=1e-2 by default), iteration count and outputs."""
@@ -142,16 +143,23 @@ def _expected_pass():
 
 # Default run: a fast subset covering each class's public behaviour (few compiled shapes).
 FAST = [
-    "hmmlearn_test_categorical_hmm.py::TestCategoricalAgainstWikipedia::test_decode_viterbi[log]",
+    "hmmlearn_test_categorical_hmm.py::TestCategoricalAgainstWikipedia::"
+    "test_decode_viterbi[log]",
     "hmmlearn_test_categorical_hmm.py::TestCategoricalAgainstWikipedia::test_predict[log]",
     "hmmlearn_test_categorical_hmm.py::TestCategoricalHMM::test_attributes[log]",
-    "hmmlearn_test_categorical_hmm.py::TestCategoricalHMM::test__check_and_set_categorical_n_features[log]",
+    "hmmlearn_test_categorical_hmm.py::TestCategoricalHMM::test_fit[log]",
+    "hmmlearn_test_categorical_hmm.py::TestCategoricalHMM::"
+    "test__check_and_set_categorical_n_features[log]",
     "hmmlearn_test_poisson_hmm.py::TestPoissonHMM::test_attributes[log]",
-    "hmmlearn_test_gaussian_hmm.py::TestGaussianHMMWithDiagonalCovars::test_bad_covariance_type[log]",
+    "hmmlearn_test_gaussian_hmm.py::TestGaussianHMMWithDiagonalCovars::"
+    "test_bad_covariance_type[log]",
     "hmmlearn_test_gaussian_hmm.py::TestGaussianHMMWithDiagonalCovars::test_sample[log]",
-    "hmmlearn_test_gaussian_hmm.py::TestGaussianHMMWithDiagonalCovars::test_fit_left_right[log]",
-    "hmmlearn_test_gaussian_hmm.py::TestGaussianHMMWithDiagonalCovars::test_covar_is_writeable[log]",
-    "hmmlearn_test_gaussian_hmm.py::TestGaussianHMMWithDiagonalCovars::test_fit_too_little_data[log]",
+    "hmmlearn_test_gaussian_hmm.py::TestGaussianHMMWithDiagonalCovars::"
+    "test_fit_left_right[log]",
+    "hmmlearn_test_gaussian_hmm.py::TestGaussianHMMWithDiagonalCovars::"
+    "test_covar_is_writeable[log]",
+    "hmmlearn_test_gaussian_hmm.py::TestGaussianHMMWithDiagonalCovars::"
+    "test_fit_too_little_data[log]",
     "hmmlearn_test_gaussian_hmm.py::TestGaussianHMMWithSphericalCovars::test_issue_385[log]",
 ]
 
