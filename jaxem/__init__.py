@@ -52,3 +52,11 @@ __version__ = "0.1.0"
 from ._blocks import StreamError as StreamError
 from ._stream import fit_stream as fit_stream
 from ._stream_init import init_stream as init_stream
+
+# issue 18: mixtures of factor analysers and of probabilistic PCA
+from .models import MixtureFactorPosterior as MixtureFactorPosterior
+from .models import MixtureFactorStatistics as MixtureFactorStatistics
+from .models import MixtureOfFactorAnalyzers as MixtureOfFactorAnalyzers
+from .models import MixtureOfFactorAnalyzersParams as MixtureOfFactorAnalyzersParams
+from .models import MixturePPCA as MixturePPCA
+from .models import MixturePPCAParams as MixturePPCAParams
