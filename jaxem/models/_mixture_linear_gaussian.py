@@ -53,7 +53,8 @@ from .._chunk import chunked_sum_rows
 from .._compile import compiled
 from .._init import _hard_start
 from .._status import Status, flag
-from .._validate import as_data, check_init_result, check_sample_params, validate
+from .._validate import (as_data, check_init_result, check_sample_params, finite_rows,
+                         is_concrete, validate)
 from .._where import where
 from ._base import Mixture, weighted_posterior
 
@@ -225,6 +226,9 @@ class MixtureLinearGaussian(Mixture):
         self.check_params(params)
         return _run(self, "_transform", params, X)
 
+    def _predict_traced(self, params, X):
+        return Mixture.predict(self, params, X)
+
     def _transform(self, params, X):
         return self._rows(self._geometry(params), X)[1]
 
@@ -315,6 +319,11 @@ class MixtureLinearGaussian(Mixture):
                                                            self._width(X))
         szz = szz + nk[:, None, None] * self._posterior_cov(g.L)
         return MixtureFactorStatistics(nk, sz, szz, sy, syz, syy, ll, jnp.sum(weights))
+
+    def maximize(self, stats, params, *, reference=None):
+        """The closed-form M-step from `sufficient_statistics` (``params``: those they were taken
+        at, or any with the same structure when ``reference`` is given)."""
+        return _run(self, "_maximize", stats, params, reference)[0]
 
     def _maximize(self, st: MixtureFactorStatistics, params, reference=None):
         """Per component: [W_k, μ_k - c_k] = B_k A_k⁻¹ (Cholesky solve of the (q+1) x (q+1) system),
@@ -416,6 +425,10 @@ class MixtureLinearGaussian(Mixture):
         self.check_params(params)
         check_sample_params(params.weights, params.means, params.loadings, params.noise_variance,
                             names=("means", "loadings", "noise_variance"))
+        x, k = _sample(self, key, params, int(n))
+        return (x, k) if return_labels else x
+
+    def _sample(self, key, params, n):
         kk, kz, ke = jax.random.split(key, 3)
         K, D = params.means.shape
         k = jax.random.categorical(kk, jnp.log(params.weights), shape=(n,))
@@ -423,7 +436,11 @@ class MixtureLinearGaussian(Mixture):
         eps = jax.random.normal(ke, (n, D), params.means.dtype)
         x = (params.means[k] + jnp.einsum("ndq,nq->nd", params.loadings[k], z)
              + eps * jnp.sqrt(self._psi(params))[k])
-        return (x, k) if return_labels else x
+        return x, k
+
+    def predict(self, params, X):
+        """``(N,)`` most probable component of each sample (-1 under jit for a row with NaN)."""
+        return _predict(self, params, X) if is_concrete(params, X) else super().predict(params, X)
 
 
 # Eager calls compile one program each (op by op, an eager E-step compiled ~60 small kernels,
@@ -431,6 +448,19 @@ class MixtureLinearGaussian(Mixture):
 @compiled(static_argnames=("model", "method"))
 def _run(model, method: str, *args):
     return getattr(model, method)(*args)
+
+
+@compiled(static_argnames=("model", "n"))
+def _sample(model, key, params, n):
+    return model._sample(key, params, n)
+
+
+def _predict(model, params, X):
+    """`Mixture.predict` with its eager checks, then one compiled argmax."""
+    X, _ = as_data(X, None, model.n_features(params))
+    model.check_params(params)
+    finite_rows(X, "predict")
+    return _run(model, "_predict_traced", params, X)
 
 
 @compiled(static_argnames=("model", "n_power_iter", "rows"))
