@@ -100,13 +100,14 @@ class MixtureFactorStatistics(NamedTuple):
 
 
 class _Geometry(NamedTuple):
-    """Per-parameter quantities of the E-step: means (K, D), s = Ψ^{-1/2} (K, D), W̃ (K, D, q),
-    L = chol(G) (K, q, q) and the constants log π_k - ½ (D log 2π + log|C_k|) (K,)."""
+    """Per-parameter quantities of the E-step: means (K, D), s = Ψ^{-1/2} (K, D), the rows of
+    L⁻¹ W̃ᵀ Ψ^{-1/2} (K, q, D) (so u = that · (x - μ)), L⁻¹ (K, q, q) with G = L Lᵀ, and the
+    constants log π_k - ½ (D log 2π + log|C_k|) (K,)."""
 
     means: jax.Array
     s: jax.Array
-    Wt: jax.Array
-    L: jax.Array
+    B: jax.Array
+    Linv: jax.Array
     const: jax.Array
 
 
@@ -168,29 +169,32 @@ class MixtureLinearGaussian(Mixture):
         s = jax.lax.rsqrt(psi)
         Wt = params.loadings * s[:, :, None]
         q = Wt.shape[-1]
-        L = jnp.linalg.cholesky(np.eye(q, dtype=Wt.dtype) + jnp.einsum("kdi,kdj->kij", Wt, Wt))
+        eye = np.eye(q, dtype=Wt.dtype)
+        L = jnp.linalg.cholesky(eye + jnp.einsum("kdi,kdj->kij", Wt, Wt))
+        # L⁻¹ of the q x q factor (batched triangular solves against I: XLA's CPU solve is slow
+        # for many right-hand sides, a (q x q) product per row is not).
+        Linv = _tri(L, jnp.broadcast_to(eye, L.shape))
+        B = jnp.einsum("kij,kdj->kid", Linv, Wt * s[:, :, None])
         D = psi.shape[-1]
         log_det = jnp.sum(jnp.log(psi), -1) + 2.0 * jnp.sum(
             jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)), -1)
         const = jnp.log(params.weights) - 0.5 * (D * math.log(2 * math.pi) + log_det)
-        return _Geometry(params.means, s, Wt, L, const)
+        return _Geometry(params.means, s, B, Linv, const)
 
     @staticmethod
     def _rows(g: _Geometry, X):
         """For a block of rows: residuals y ``(n, K, D)``, posterior means m ``(n, K, q)`` and the
-        log joint ℓ ``(n, K)``."""
+        log joint ℓ ``(n, K)``: u = L⁻¹ W̃ᵀ ỹ, m = L⁻ᵀ u, ℓ = const - ½ (||ỹ||² - ||u||²)."""
         y = X[:, None, :] - g.means[None]
         yt = y * g.s[None]
-        v = jnp.einsum("nkd,kdq->kqn", yt, g.Wt)  # W̃ᵀ ỹ, laid out (K, q, n) for the solves
-        u = _tri(g.L, v)
-        m = jnp.transpose(_tri(g.L, u, transpose=True), (2, 0, 1))
-        lj = g.const[None] - 0.5 * (jnp.sum(yt * yt, -1) - jnp.sum(u * u, 1).T)
+        u = jnp.einsum("nkd,kqd->nkq", y, g.B)
+        m = jnp.einsum("nki,kij->nkj", u, g.Linv)
+        lj = g.const[None] - 0.5 * (jnp.sum(yt * yt, -1) - jnp.sum(u * u, -1))
         return y, m, lj
 
     @staticmethod
-    def _posterior_cov(L):
+    def _posterior_cov(Linv):
         """Σ_k = G_k⁻¹ = L_k⁻ᵀ L_k⁻¹ ``(K, q, q)``."""
-        Linv = _tri(L, jnp.broadcast_to(np.eye(L.shape[-1], dtype=L.dtype), L.shape))
         return jnp.einsum("kji,kjl->kil", Linv, Linv)
 
     def _log_joint_fn(self, params):
@@ -212,7 +216,7 @@ class MixtureLinearGaussian(Mixture):
         _, m, lj = self._rows(g, X)
         lse = jax.scipy.special.logsumexp(lj, axis=1)
         resp = jnp.exp(lj - lse[:, None])
-        post = MixtureFactorPosterior(resp, m, self._posterior_cov(g.L))
+        post = MixtureFactorPosterior(resp, m, self._posterior_cov(g.Linv))
         return post, jnp.sum(where(w > 0, w * lse, 0.0))
 
     def predict_proba(self, params, X):
@@ -317,7 +321,7 @@ class MixtureLinearGaussian(Mixture):
 
         (nk, sz, szz, sy, syz, syy), ll = chunked_sum_rows(block, (X, weights), self.chunk_size,
                                                            self._width(X))
-        szz = szz + nk[:, None, None] * self._posterior_cov(g.L)
+        szz = szz + nk[:, None, None] * self._posterior_cov(g.Linv)
         return MixtureFactorStatistics(nk, sz, szz, sy, syz, syy, ll, jnp.sum(weights))
 
     def maximize(self, stats, params, *, reference=None):
@@ -497,8 +501,9 @@ def _maximize(st: MixtureFactorStatistics, c, prev, isotropic: bool, make):
         jnp.concatenate([st.sum_z[:, None, :], nk_e[:, None, None]], 2)], 1)  # (K, q+1, q+1)
     A = where(empty[:, None, None], np.eye(q + 1, dtype=dtype), A)  # no NaN from an empty one
     B = jnp.concatenate([st.sum_yz, st.sum_y[:, :, None]], 2)  # (K, D, q+1)
-    LA = jnp.linalg.cholesky(A)
-    coef = jnp.swapaxes(_tri(LA, _tri(LA, jnp.swapaxes(B, 1, 2)), transpose=True), 1, 2)  # B A⁻¹
+    # B A⁻¹ = (B L_A⁻ᵀ) L_A⁻¹ with A = L_A L_Aᵀ (solves against I, see `_geometry`)
+    LAinv = _tri(jnp.linalg.cholesky(A), jnp.broadcast_to(np.eye(q + 1, dtype=dtype), A.shape))
+    coef = jnp.einsum("kdi,kji,kjl->kdl", B, LAinv, LAinv)
     W, b = coef[:, :, :q], coef[:, :, q]
     n = nk_e[:, None]
     psi = (st.sum_yy - jnp.sum(coef * B, -1)) / n
