@@ -29,7 +29,8 @@ def _data(seed=0, offset=0.0):
     noise = rng.uniform(0.3, 0.8, size=(K, D))
     z = rng.integers(0, K, size=N_ROWS)
     f = rng.normal(size=(N_ROWS, Q))
-    return mu[z] + np.einsum("ndq,nq->nd", W[z], f) + rng.normal(size=(N_ROWS, D)) * noise[z] + offset
+    eps = rng.normal(size=(N_ROWS, D)) * noise[z]
+    return mu[z] + np.einsum("ndq,nq->nd", W[z], f) + eps + offset
 
 
 MAX_ITER = 40
@@ -93,7 +94,7 @@ def _ref_gh_step(params, X, isotropic):
         Ezzt = np.zeros((n, Q + 1, Q + 1))
         Ezzt[:, :Q, :Q], Ezzt[:, :Q, Q], Ezzt[:, Q, :Q], Ezzt[:, Q, Q] = Ezz[k], Ez[k], Ez[k], 1
         hk = h[:, k]
-        Wt = (np.einsum("n,nd,ne->de", hk, X, Ezt)) @ np.linalg.inv(np.einsum("n,nij->ij", hk, Ezzt))
+        Wt = np.einsum("n,nd,ne->de", hk, X, Ezt) @ np.linalg.inv(np.einsum("n,nij->ij", hk, Ezzt))
         ps = np.einsum("n,nd->d", hk, (X - Ezt @ Wt.T) * X) / hk.sum()
         new[0].append(hk.sum() / n)
         new[1].append(Wt[:, Q])
@@ -171,7 +172,8 @@ def test_e_step_and_likelihood_equal_brute_force_gaussian_mixture(name, problem)
                                -2 * ll + (K * per + K - 1) * np.log(N_ROWS), rtol=1e-12)
 
 
-@pytest.mark.parametrize("name, single", [("mfa", jaxem.FactorAnalysis(Q)), ("mppca", jaxem.PPCA(Q))])
+@pytest.mark.parametrize("name, single",
+                         [("mfa", jaxem.FactorAnalysis(Q)), ("mppca", jaxem.PPCA(Q))])
 def test_one_component_is_factor_analysis_or_ppca(name, single, problem):
     X, _ = problem
     model = type(MODELS[name])(1, Q)
@@ -244,7 +246,8 @@ def test_statistics_additive_reference_and_fit_stream(name, problem):
     w = np.random.default_rng(1).uniform(0.5, 2.0, N_ROWS)
     whole = model.sufficient_statistics(p, X, w)
     half = N_ROWS // 2
-    parts = [model.sufficient_statistics(p, X[s], w[s]) for s in (slice(0, half), slice(half, None))]
+    parts = [model.sufficient_statistics(p, X[s], w[s])
+             for s in (slice(0, half), slice(half, None))]
     assert_tree_allclose(jax.tree_util.tree_map(jnp.add, *parts), whole, rtol=1e-10, atol=1e-10)
     ref = p.means + 0.7
     shifted = model.sufficient_statistics(p, X, w, reference=ref)

@@ -9,7 +9,8 @@ Neural Computation 11(2)). Component k (prior π_k) generates x = W_k z + μ_k +
   G_k = I_q + W̃_kᵀ W̃_k = I_q + W_kᵀ Ψ_k⁻¹ W_k = L_k L_kᵀ  (Cholesky; = M_k / σ_k² for PPCA),
 the marginal of component k is N(μ_k, C_k), C_k = W_k W_kᵀ + Ψ_k, and by the matrix determinant
 lemma and Woodbury's identity (ỹ_nk = Ψ_k^{-1/2} (x_n - μ_k), u_nk = L_k⁻¹ W̃_kᵀ ỹ_nk)
-  log|C_k| = Σ_d log ψ_kd + 2 Σ_j log (L_k)_jj,   (x_n - μ_k)ᵀ C_k⁻¹ (x_n - μ_k) = ||ỹ_nk||² - ||u_nk||²,
+  log|C_k| = Σ_d log ψ_kd + 2 Σ_j log (L_k)_jj,
+  (x_n - μ_k)ᵀ C_k⁻¹ (x_n - μ_k) = ||ỹ_nk||² - ||u_nk||²,
 so ℓ_nk = log π_k + log N(x_n | μ_k, C_k) costs O(D q) per (n, k) and no D x D matrix is formed:
 one EM iteration is O(N K D q).
 

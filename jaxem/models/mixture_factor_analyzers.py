@@ -23,18 +23,19 @@ class MixtureOfFactorAnalyzersParams(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class MixtureOfFactorAnalyzers(MixtureLinearGaussian):
     """Mixture of factor analysers: component k (prior π_k) generates x = W_k z + μ_k + ε,
-    z ~ N(0, I_q), ε ~ N(0, Ψ_k), Ψ_k = diag(ψ_k) — so x ~ Σ_k π_k N(μ_k, W_k W_kᵀ + Ψ_k), a Gaussian
+    z ~ N(0, I_q), ε ~ N(0, Ψ_k), Ψ_k = diag(ψ_k): x ~ Σ_k π_k N(μ_k, W_k W_kᵀ + Ψ_k), a Gaussian
     mixture whose D x D covariances have q(D - (q-1)/2) + D parameters instead of D(D+1)/2.
 
     EM (Ghahramani & Hinton 1996, "The EM algorithm for mixtures of factor analyzers", CRG-TR-96-1),
     with G_k = I + W_kᵀ Ψ_k⁻¹ W_k (q x q, Cholesky-factored):
-      E-step:  h_nk ∝ π_k N(x_n | μ_k, W_k W_kᵀ + Ψ_k),  E[z | x_n, k] = G_k⁻¹ W_kᵀ Ψ_k⁻¹ (x_n - μ_k),
+      E-step:  h_nk ∝ π_k N(x_n | μ_k, W_k W_kᵀ + Ψ_k),
+               E[z | x_n, k] = G_k⁻¹ W_kᵀ Ψ_k⁻¹ (x_n - μ_k),
                Cov[z | x_n, k] = G_k⁻¹;
       M-step:  [W_k μ_k] = (Σ_n h_nk x_n E[z̃ᵀ]) (Σ_n h_nk E[z̃ z̃ᵀ])⁻¹,  z̃ = [z; 1],
                Ψ_k = diag(Σ_n h_nk (x_n - [W_k μ_k] E[z̃]) x_nᵀ) / N_k,   π_k = N_k / N.
     Ghahramani & Hinton share one Ψ among the components; here each component has its own
-    diagonal Ψ_k (the common modern choice: McLachlan & Peel 2000, §8.7), whose update is theirs with
-    the sum over components dropped. With one component this is `FactorAnalysis` (same iterates
+    diagonal Ψ_k (the common modern choice: McLachlan & Peel 2000, §8.7), whose update is
+    theirs with the sum over components dropped. With one component this is `FactorAnalysis` (same iterates
     from the same start). log p(x) uses the determinant lemma and Woodbury's identity: O(N K D q)
     per iteration, no D x D matrix. See ``_mixture_linear_gaussian`` for the statistics
     (`MixtureFactorStatistics`), the floors on ψ and N_k and empty components.
