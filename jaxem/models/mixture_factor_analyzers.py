@@ -35,9 +35,9 @@ class MixtureOfFactorAnalyzers(MixtureLinearGaussian):
                Ψ_k = diag(Σ_n h_nk (x_n - [W_k μ_k] E[z̃]) x_nᵀ) / N_k,   π_k = N_k / N.
     Ghahramani & Hinton share one Ψ among the components; here each component has its own
     diagonal Ψ_k (the common modern choice: McLachlan & Peel 2000, §8.7), whose update is
-    theirs with the sum over components dropped. With one component this is `FactorAnalysis` (same iterates
-    from the same start). log p(x) uses the determinant lemma and Woodbury's identity: O(N K D q)
-    per iteration, no D x D matrix. See ``_mixture_linear_gaussian`` for the statistics
+    theirs with the sum over components dropped. With one component this is `FactorAnalysis`
+    (same iterates from the same start). log p(x) uses the determinant lemma and Woodbury's
+    identity: O(N K D q) per iteration, no D x D matrix. See ``_mixture_linear_gaussian`` for the statistics
     (`MixtureFactorStatistics`), the floors on ψ and N_k and empty components.
 
     The posterior is a `MixtureFactorPosterior` (responsibilities (N, K), means (N, K, q), shared
