@@ -268,7 +268,7 @@ def test_fit_stream_equals_fit(problem):
     assert_tree_allclose(fs.params, fr.params, rtol=1e-8, atol=1e-10)
 
 
-def test_sample_moments_and_configuration_errors(problem):
+def test_sample_moments_save_load_and_configuration_errors(problem, tmp_path):
     X, inits = problem
     model, p = MODELS["mfa"], inits["mfa"]
     x, k = model.sample(jax.random.key(5), p, 40000, return_labels=True)
@@ -288,5 +288,9 @@ def test_sample_moments_and_configuration_errors(problem):
         jaxem.MixtureOfFactorAnalyzers(2, D + 1).init(jax.random.key(0), X)
     with pytest.raises(ValueError, match="loadings"):
         model.log_likelihood(p._replace(loadings=p.loadings[:, :, :1]), X)
+    jaxem.save(tmp_path / "mfa", model, p)
+    model2, p2 = jaxem.load(tmp_path / "mfa.npz")
+    assert model2 == model and type(p2) is type(p)
+    assert_tree_allclose(p2, p, rtol=0, atol=0)
     assert jaxem.MixturePPCA(2, 3) == jaxem.MixturePPCA(2, 3)
     assert hash(jaxem.MixturePPCA(2, 3)) == hash(jaxem.MixturePPCA(n_components=2, n_factors=3))
