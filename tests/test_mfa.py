@@ -259,6 +259,27 @@ def test_statistics_additive_reference_and_fit_stream(name, problem):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_empty_and_switched_off_components(name, problem):
+    """A component that takes no responsibility keeps its parameters and is reported; one whose
+    weight is exactly 0 is switched off (kept, weight 0, not reported)."""
+    X, inits = problem
+    model, p = MODELS[name], inits[name]
+    step = jax.jit(lambda p, X: model._maximize(model._statistics(p, X, jnp.ones(len(X))), p),
+                   compiler_options=OPTS)  # (params, status)
+    far = p._replace(means=p.means.at[1].set(1e4))
+    new, status = step(far, X)
+    assert int(status) & int(jaxem.Status.EMPTY_COMPONENT)
+    np.testing.assert_array_equal(np.asarray(new.means[1]), np.asarray(far.means[1]))
+    np.testing.assert_array_equal(np.asarray(new.loadings[1]), np.asarray(far.loadings[1]))
+    assert float(new.weights[1]) < 1e-12 and bool(jnp.all(jnp.isfinite(new.means)))
+    off = p._replace(weights=jnp.array([1.0, 0.0]))
+    new, status = step(off, X)
+    assert int(status) == 0 and float(new.weights[1]) == 0.0
+    np.testing.assert_array_equal(np.asarray(new.noise_variance[1]),
+                                  np.asarray(off.noise_variance[1]))
+
+
 def test_fit_stream_equals_fit(problem):
     X, inits = problem
     model, p = MODELS["mfa"], inits["mfa"]
