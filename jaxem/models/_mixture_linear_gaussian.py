@@ -32,11 +32,11 @@ McLachlan & Peel 2000, §8.7), and its M-step is the same with the sum over k dr
 jointly with W_k is an exact EM step for the complete data (k, z) from any start; Tipping & Bishop's
 Appendix C updates μ_k first (a two-stage, AECM-type scheme) and has the same fixed points.
 
-Each ψ_kd (σ_k²) is floored at 10·eps times the component's mean feature variance (Heywood cases
-stay finite). N_k is floored at 10·eps·Σ_j N_j; a component with less mass keeps its previous
-parameters (its weight goes to ~0) and the fit reports ``Status.EMPTY_COMPONENT``; a component
-whose weight is exactly 0 is switched off (stays at weight 0, is not reported), as in
-`GaussianMixture`.
+Each ψ_kd (σ_k²) is floored at 10·eps times the pooled within-component feature variance (Heywood
+cases and components collapsed onto one row stay finite). N_k is floored at 10·eps·Σ_j N_j; a
+component with less mass keeps its previous parameters (its weight goes to ~0) and the fit reports
+``Status.EMPTY_COMPONENT``; a component whose weight is exactly 0 is switched off (stays at weight
+0, is not reported), as in `GaussianMixture`.
 """
 
 from __future__ import annotations
@@ -117,11 +117,13 @@ def _tri(L, B, transpose=False):
     return jax.lax.linalg.triangular_solve(L, B, left_side=True, lower=True, transpose_a=transpose)
 
 
-def _floor(psi, var):
-    """Noise variances floored at 10·eps of the component's mean feature variance ``var (K, D)``."""
+def _floor(psi, var, nk):
+    """Noise variances floored at 10·eps of the pooled within-component feature variance
+    Σ_k N_k mean_d var_kd / Σ_k N_k (``var (K, D)``, ``nk (K,)``): a component collapsed onto one
+    row (var_k = 0) keeps a finite Ψ_k; with one component it is `FactorAnalysis`'s floor."""
     fi = jnp.finfo(psi.dtype)
-    f = 10 * fi.eps * jnp.maximum(jnp.mean(var, -1), fi.tiny)
-    return jnp.maximum(psi, f if psi.ndim == 1 else f[:, None])
+    pooled = jnp.sum(nk * jnp.mean(var, -1)) / jnp.sum(nk)
+    return jnp.maximum(psi, 10 * fi.eps * jnp.maximum(pooled, fi.tiny))
 
 
 class MixtureLinearGaussian(Mixture):
@@ -367,7 +369,8 @@ class MixtureLinearGaussian(Mixture):
         k-means clusters, the leading q eigenpairs (λ, U) of each cluster's covariance S_k by
         ``n_power_iter`` block power iterations (Rayleigh-Ritz; each a streamed O(N K D q) pass, no
         D x D matrix), W_k = U (Λ - σ_k² I)^{1/2}, σ_k² = (tr S_k - Σ λ) / (D - q) (Tipping &
-        Bishop's ML solution), and for factor analysers Ψ_k = diag(S_k - W_k W_kᵀ) (floored)."""
+        Bishop's ML solution), and for factor analysers Ψ_k = diag(S_k - W_k W_kᵀ); the noise
+        starts at no less than 1e-3 of the pooled within-cluster variance (a cluster of one row)."""
         X, w = as_data(X, weights)
         validate(X, w, self.n_components)
         self._check_rank(X.shape[1])
@@ -417,9 +420,13 @@ class MixtureLinearGaussian(Mixture):
         lam = jnp.maximum(lam, 0.0)
         V = jnp.einsum("kdi,kij->kdj", V, U)
         rest = jnp.maximum(jnp.sum(var, -1) - jnp.sum(lam, -1), 0.0)
-        sigma2 = _floor(rest / max(D - q, 1), var)
+        # A cluster of one row (or of copies) has no spread: its noise starts at 1e-3 of the
+        # pooled within-cluster variance instead of 10·eps of nothing.
+        pooled = jnp.sum(nk[:, None] * var) / (D * jnp.sum(nk))
+        low = jnp.maximum(1e-3 * pooled, fi.tiny)
+        sigma2 = jnp.maximum(rest / max(D - q, 1), low)
         W = V * jnp.sqrt(jnp.maximum(lam - sigma2[:, None], 0.0))[:, None, :]
-        psi = sigma2 if self.isotropic else _floor(var - jnp.sum(W * W, -1), var)
+        psi = sigma2 if self.isotropic else jnp.maximum(var - jnp.sum(W * W, -1), low)
         weights = nk_e / jnp.sum(nk_e)
         return self._make(weights, means, W, psi)
 
@@ -509,7 +516,7 @@ def _maximize(st: MixtureFactorStatistics, c, prev, isotropic: bool, make):
     n = nk_e[:, None]
     psi = (st.sum_yy - jnp.sum(coef * B, -1)) / n
     var = st.sum_yy / n - (st.sum_y / n) ** 2
-    psi = _floor(jnp.mean(psi, -1) if isotropic else psi, var)
+    psi = _floor(jnp.mean(psi, -1) if isotropic else psi, var, nk_e)
     means = c + b
     if prev is not None:
         keep = empty | ~on
