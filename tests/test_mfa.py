@@ -280,6 +280,21 @@ def test_empty_and_switched_off_components(name, problem):
                                   np.asarray(off.noise_variance[1]))
 
 
+def test_component_collapsed_onto_one_row_stays_finite(problem):
+    """A far outlier gets a k-means cluster of its own (no spread): the fit stays finite (the
+    noise floor is pooled over components), with its component's weight 1/N."""
+    X, _ = problem
+    Xo = X.copy()
+    Xo[0] = 100.0
+    model = MODELS["mfa"]
+    p = model.init(jax.random.key(0), Xo)
+    assert np.isclose(float(jnp.min(p.weights)), 1 / N_ROWS)
+    res = _fit("mfa", p, Xo)
+    assert int(res.status) & ~int(jaxem.Status.MAX_ITER_REACHED) == 0, jaxem.describe_status(
+        res.status)
+    assert all(bool(jnp.all(jnp.isfinite(l))) for l in jax.tree_util.tree_leaves(res))
+
+
 def test_fit_stream_equals_fit(problem):
     X, inits = problem
     model, p = MODELS["mfa"], inits["mfa"]
