@@ -67,3 +67,11 @@ from ._prior import GaussianPrior as GaussianPrior
 from ._prior import HMMPrior as HMMPrior
 from ._prior import default_prior as default_prior
 from ._prior import log_prior as log_prior
+
+# issue 18: mixtures of factor analysers and of probabilistic PCA
+from .models import MixtureFactorPosterior as MixtureFactorPosterior
+from .models import MixtureFactorStatistics as MixtureFactorStatistics
+from .models import MixtureOfFactorAnalyzers as MixtureOfFactorAnalyzers
+from .models import MixtureOfFactorAnalyzersParams as MixtureOfFactorAnalyzersParams
+from .models import MixturePPCA as MixturePPCA
+from .models import MixturePPCAParams as MixturePPCAParams

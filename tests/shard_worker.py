@@ -21,7 +21,7 @@ import jaxem  # noqa: E402
 N, MAX_ITER = 512, 8
 OPTS = dict(jaxem.COMPILER_OPTIONS)
 # init compared for one family per init route (k-means + labels M-step of each kind, moments)
-INIT_CHECKED = ("gmm-full", "gmm-spherical", "ppca", "bernoulli")
+INIT_CHECKED = ("gmm-full", "gmm-spherical", "ppca", "bernoulli", "mfa")
 
 
 def max_diff(a, b):
@@ -67,6 +67,7 @@ def families(base, counts, binary):
         ("fa", jaxem.FactorAnalysis(2), base),
         ("bernoulli", jaxem.BernoulliMixture(2), binary),
         ("poisson", jaxem.PoissonMixture(2), counts),
+        ("mfa", jaxem.MixtureOfFactorAnalyzers(2, 1, **c), base),
     ]
 
 

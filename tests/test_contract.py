@@ -16,6 +16,7 @@ from helpers import assert_tree_allclose, blobs
 
 N_CONTRACT, D_CONTRACT = 48, 4
 MAX_ITER, TOL = 300, 1e-6
+_OPTS = dict(jaxem.COMPILER_OPTIONS)  # lighter XLA options: compiles 2-4x faster
 
 
 def _blobs(seed, n):
@@ -44,6 +45,16 @@ def _counts(seed, n):
     return rng.poisson(rates[z]).astype(np.float64)
 
 
+def _low_rank_clusters(seed, n):
+    """Two clusters, each x = w_k z + μ_k + noise with one latent dimension."""
+    rng = np.random.default_rng(seed)
+    W = np.array([[2.0, 1.5, 1.0, -1.5], [1.0, -1.5, 2.0, 1.5]])
+    mu = np.array([[4.0, 0.0, 0.0, 0.0], [-4.0, 1.0, 0.0, 2.0]])
+    noise = np.array([0.6, 0.7, 0.6, 0.8])
+    z = rng.integers(0, 2, size=n)
+    return mu[z] + rng.normal(size=(n, 1)) * W[z] + rng.normal(size=(n, D_CONTRACT)) * noise
+
+
 FAMILIES = {
     "gmm_full": (jaxem.GaussianMixture(2, "full"), _blobs),
     "gmm_diag": (jaxem.GaussianMixture(2, "diag"), _blobs),
@@ -51,6 +62,8 @@ FAMILIES = {
     "factor_analysis": (jaxem.FactorAnalysis(2), _low_rank),
     "bernoulli": (jaxem.BernoulliMixture(2), _binary),
     "poisson": (jaxem.PoissonMixture(2), _counts),
+    "mfa": (jaxem.MixtureOfFactorAnalyzers(2, 1), _low_rank_clusters),
+    "mppca": (jaxem.MixturePPCA(2, 1), _low_rank_clusters),
 }
 NAMES = list(FAMILIES)
 
@@ -68,7 +81,7 @@ def _fitter(name):
             _TRACES[name] += 1  # runs only while tracing
             return jaxem.fit(model, p, x, weights=w, max_iter=MAX_ITER, tol=TOL)
 
-        _FITTERS[name] = jax.jit(run)
+        _FITTERS[name] = jax.jit(run, compiler_options=_OPTS)
     return _FITTERS[name]
 
 
@@ -79,7 +92,7 @@ def _init(name, key, X, w=None):
     """``model.init`` jitted once per family (eager k-means would re-trace its loops every call)."""
     if name not in _INITS:
         model = FAMILIES[name][0]
-        _INITS[name] = jax.jit(lambda k, x, w: model.init(k, x, w))
+        _INITS[name] = jax.jit(lambda k, x, w: model.init(k, x, w), compiler_options=_OPTS)
     return _INITS[name](key, X, np.ones(X.shape[0], X.dtype) if w is None else w)
 
 
@@ -125,7 +138,7 @@ def test_vmap_over_datasets_matches_single_fits(name):
     Xs = np.stack([p[1] for p in probs])
     P = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[p[3] for p in probs])
     fit = lambda p, x, w: jaxem.fit(model, p, x, weights=w, max_iter=MAX_ITER, tol=TOL)
-    batched = jax.jit(jax.vmap(fit))(P, Xs, Ws)
+    batched = jax.jit(jax.vmap(fit), compiler_options=_OPTS)(P, Xs, Ws)
     n_iters = []
     for b in range(3):
         single = _fitter(name)(probs[b][3], Xs[b], Ws[b])

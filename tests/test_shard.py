@@ -21,7 +21,7 @@ from jaxem import _shard
 WORKER = os.path.join(os.path.dirname(__file__), "shard_worker.py")
 TREE = os.path.dirname(os.path.dirname(os.path.abspath(jaxem.__file__)))  # the tree under test
 FAMILIES = ["gmm-full", "gmm-diag", "gmm-spherical", "gmm-tied", "ppca", "fa", "bernoulli",
-            "poisson"]
+            "poisson", "mfa"]
 N_ROWS, N_DEVICES = 512, 4  # as in the worker
 TOL = 1e-10  # float64: the sharded sums differ from the unsharded ones by rounding only
 
@@ -71,7 +71,8 @@ def test_sharded_bad_data(sharded):
     assert r["nan_jit_status"] & int(jaxem.Status.INVALID_INPUT)
 
 
-@pytest.mark.parametrize("family", ["gmm-full", "gmm-spherical", "ppca", "bernoulli"])
+@pytest.mark.parametrize("family",
+                         ["gmm-full", "gmm-spherical", "ppca", "bernoulli", "mfa"])
 def test_sharded_init_same_draws(sharded, family):
     """model.init on sharded X: k-means++ draws the same rows (two-level inversion of the CDF),
     Lloyd's sweeps and the M-step are sums over rows: the same parameters to rounding."""

@@ -16,3 +16,12 @@ from .poisson_mixture import PoissonMixture as PoissonMixture
 from .poisson_mixture import PoissonMixtureParams as PoissonMixtureParams
 from .ppca import PPCA as PPCA
 from .ppca import PPCAParams as PPCAParams
+
+# issue 18: mixtures of factor analysers and of probabilistic PCA.
+from ._mixture_linear_gaussian import MixtureFactorPosterior as MixtureFactorPosterior
+from ._mixture_linear_gaussian import MixtureFactorStatistics as MixtureFactorStatistics
+from .mixture_factor_analyzers import MixtureOfFactorAnalyzers as MixtureOfFactorAnalyzers
+from .mixture_factor_analyzers import (
+    MixtureOfFactorAnalyzersParams as MixtureOfFactorAnalyzersParams)
+from .mixture_ppca import MixturePPCA as MixturePPCA
+from .mixture_ppca import MixturePPCAParams as MixturePPCAParams
