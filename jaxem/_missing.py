@@ -49,6 +49,7 @@ def split(x, w):
     return x0, o, where(jnp.any(seen, axis=1), w, 0.0)
 
 
+@jax.jit
 def observed_weights(X, w):
     """``w`` with the rows that have no observed entry set to 0."""
     return where(jnp.any(~jnp.isnan(X), axis=1), w, 0.0)
@@ -105,6 +106,7 @@ def column_means(X, w):
     return (w @ x0) / jnp.maximum(n, jnp.finfo(x0.dtype).tiny)
 
 
+@jax.jit
 def mean_imputed(X, w):
     """``(X with NaN replaced by the column means, w with unobserved rows set to 0)`` (a starting
     point for `init`)."""

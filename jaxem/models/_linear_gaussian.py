@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from .. import _shard
 from .._chunk import chunked_map, chunked_sum
+from .._compile import compiled
 from .._missing import allows_missing, check_missing, mean_imputed, observed_weights
 from .._validate import as_data, check_init_result, check_values, is_concrete, validate
 from .._where import where
@@ -64,6 +65,11 @@ class LatentFactorStatistics(NamedTuple):
     sum_yy: jax.Array
     log_likelihood: jax.Array
     total_weight: jax.Array
+
+
+@compiled(static_argnames=("model",))
+def _impute(model, params, X):
+    return _latent_missing.impute(model, params, X)
 
 
 def _triangular_solve(L, B, transpose=False):
@@ -335,7 +341,7 @@ class LinearGaussian(Model):
         X, _ = as_data(X, None, self.n_features(params))
         if is_concrete(X):
             check_values(X, jnp.ones(X.shape[0], X.dtype), allow_nan=True)
-        return _latent_missing.impute(self, params, X)
+        return _impute(self, params, X)
 
     def inverse_transform(self, params, Z):
         """``(N, D)`` mean of x given z: W z + μ."""

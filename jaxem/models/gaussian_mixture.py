@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._chunk import chunked_sum, chunked_sum_rows
+from .._compile import compiled
 from .._init import init_from_responsibilities
 from .._linalg import cholesky_factors
 from .._missing import allows_missing, check_missing, mean_imputed, observed_weights
@@ -94,6 +95,11 @@ class _Geometry(NamedTuple):
     P: jax.Array
     log_det: jax.Array
     log_pi: jax.Array
+
+
+@compiled(static_argnames=("model",))
+def _impute(model, params, X):
+    return _gaussian_missing.impute(model, params, X)
 
 
 def _cast(tree, dtype):
@@ -250,7 +256,7 @@ class GaussianMixture(Mixture):
         self.check_params(params)
         if is_concrete(X):
             check_values(X, jnp.ones(X.shape[0], X.dtype), allow_nan=True)
-        return _gaussian_missing.impute(self, params, X)
+        return _impute(self, params, X)
 
     def _effective_weights(self, X, w):
         return observed_weights(X, w) if allows_missing(self) else w
