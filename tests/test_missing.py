@@ -319,3 +319,22 @@ def test_nan_without_marginalize_says_how_to_fix_and_inf_always_fails(data):
     assert int(status(plain)(Xm)) & bad
     fit_marg = status(FULL)
     assert int(fit_marg(Xi)) & bad and not int(fit_marg(Xm)) & bad
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_sklearn_estimator_takes_missing(data):
+    """`jaxem.sklearn.GaussianMixture(missing="marginalize")` runs the same EM and imputes."""
+    from jaxem.sklearn import GaussianMixture
+
+    _, Xm = data
+    p0 = FULL.init(jax.random.key(0), Xm)
+    est = GaussianMixture(K, reg_covar=1e-4, tol=0.0, max_iter=ITER, missing=MISS,
+                          weights_init=np.asarray(p0.weights), means_init=np.asarray(p0.means),
+                          precisions_init=np.linalg.inv(p0.covariances)).fit(Xm)
+    res = jaxem.fit(FULL, p0, Xm, max_iter=ITER, tol=0)
+    np.testing.assert_allclose(est.means_, res.params.means, rtol=1e-8)
+    np.testing.assert_allclose(est.covariances_, res.params.covariances, rtol=1e-8)
+    np.testing.assert_allclose(est.impute(Xm), FULL.impute(res.params, Xm), rtol=1e-8)
+    assert np.isfinite(est.score_samples(Xm)).all()
+    with pytest.raises(ValueError, match="NaN"):
+        GaussianMixture(K).fit(Xm)
