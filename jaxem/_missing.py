@@ -99,16 +99,24 @@ def conditional_cov(S, L, o):
     return (S - jnp.einsum("...ed,...ef->...df", V, V)) * m[..., :, None] * m[..., None, :]
 
 
+@jax.jit
 def column_means(X, w):
     """Weighted mean of each column over its observed entries (0 for a column never observed)."""
     x0, o, w = split(X, w)
-    n = w @ o
-    return (w @ x0) / jnp.maximum(n, jnp.finfo(x0.dtype).tiny)
+    n = jnp.sum(w[:, None] * o, 0)
+    return jnp.sum(w[:, None] * x0, 0) / jnp.maximum(n, jnp.finfo(x0.dtype).tiny)
 
 
 @jax.jit
+def _fill(X, w, means):
+    x0, o, w0 = split(X, w)
+    return x0 + (1.0 - o) * means[None], w0  # (a select would need one sharding for both)
+
+
 def mean_imputed(X, w):
     """``(X with NaN replaced by the column means, w with unobserved rows set to 0)`` (a starting
-    point for `init`)."""
-    x0, o, w0 = split(X, w)
-    return where(o > 0, x0, column_means(X, w)[None]), w0
+    point for `init`). Rows split over devices stay where they are (only the means are reduced)."""
+    from . import _shard
+
+    means = _shard.traced(_shard.row_sharding(X), column_means, X, w)
+    return _fill(X, w, means)
