@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._checks import one_of
 from ._where import where
@@ -32,6 +33,21 @@ MISSING = ("error", "marginalize")
 
 def check_missing(value) -> None:
     one_of("missing", value, MISSING)
+
+
+def complete_rows(model, X, what: str) -> None:
+    """For a model with ``missing="marginalize"``: ValueError if concrete ``X`` has a NaN entry,
+    for ``what`` (a posterior-based E/M function that needs complete data)."""
+    from ._validate import is_concrete
+
+    if not allows_missing(model) or not is_concrete(X) \
+            or not getattr(X, "is_fully_addressable", True):
+        return
+    if np.isnan(np.asarray(X)).any():
+        raise ValueError(
+            f"{what} needs complete rows, and X has NaN entries. With missing values, EM runs on "
+            "the expected statistics: jaxem.fit, or model.maximize(model.sufficient_statistics("
+            "params, X), params); model.impute(params, X) fills the NaN entries.")
 
 
 def allows_missing(model) -> bool:

@@ -371,3 +371,18 @@ def test_sharded_fit_with_missing_equals_unsharded():
     assert run.returncode == 0, run.stderr[-3000:]
     d_init, d_fit, status = run.stdout.split()
     assert float(d_init) < 1e-10 and float(d_fit) < 1e-10 and status == "0", run.stdout
+
+
+def test_posterior_based_functions_refuse_nan(data):
+    """m_step / q_function / FA's e_step take complete rows: NaN is a clear error, not NaN output.
+    The mixture's e_step scores rows by their observed entries."""
+    _, Xm = data
+    p = _random_params()
+    resp, ll = _jit(FULL.e_step)(p, Xm)
+    assert np.isfinite(resp).all() and np.isfinite(ll)
+    with pytest.raises(ValueError, match="complete rows"):
+        FULL.m_step(resp, Xm)
+    with pytest.raises(ValueError, match="complete rows"):
+        FULL.q_function(p, resp, Xm)
+    with pytest.raises(ValueError, match="complete rows"):
+        FA.e_step(jaxem.FactorAnalysisParams(np.zeros(D), np.ones((D, 1)), np.ones(D)), Xm)

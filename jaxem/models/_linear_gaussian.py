@@ -29,7 +29,8 @@ import jax.numpy as jnp
 from .. import _shard
 from .._chunk import chunked_map, chunked_sum
 from .._compile import compiled
-from .._missing import allows_missing, check_missing, mean_imputed, observed_weights
+from .._missing import (allows_missing, check_missing, complete_rows, mean_imputed,
+                        observed_weights)
 from .._validate import as_data, check_init_result, check_values, is_concrete, validate
 from .._where import where
 from . import _latent_missing
@@ -143,6 +144,7 @@ class LinearGaussian(Model):
         """Posterior `LatentFactorPosterior` (means (N, q), covariance (q, q)) and the weighted
         log-likelihood Σ_n w_n log N(x_n | μ, WWᵀ + Ψ)."""
         X, w = as_data(X, weights, self.n_features(params))
+        complete_rows(self, X, "e_step")
         m, yt, u, L = self._posterior_rows(params, X)
         lp = self._log_norm(params, L) - 0.5 * (jnp.sum(yt * yt, 1) - jnp.sum(u * u, 1))
         ll = jnp.sum(where(w > 0, w * lp, 0.0))
@@ -184,6 +186,7 @@ class LinearGaussian(Model):
         = Σ_n w_n [-(D+q)/2 log 2π - ½ log|Ψ| - ½ (ỹᵀỹ - 2 ỹᵀW̃ m + tr(W̃ᵀW̃ (Σ + m mᵀ)))
                    - ½ (tr Σ + mᵀm)]."""
         X, w = as_data(X, weights, self.n_features(params))
+        complete_rows(self, X, "q_function")
         m, S = posterior.mean, posterior.covariance
         psi = self._psi(params)
         s = jax.lax.rsqrt(psi)
@@ -282,6 +285,7 @@ class LinearGaussian(Model):
     def m_step(self, posterior, X, weights=None, params=None):
         """Closed-form maximiser of Q given the posterior (``params`` is not needed)."""
         X, w = as_data(X, weights)
+        complete_rows(self, X, "m_step")
         c = (w @ X) / jnp.sum(w)
         sz, szz, sy, syz, syy = self._stats(posterior.mean, X - c, w)
         total = jnp.sum(w)

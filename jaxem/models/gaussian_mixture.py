@@ -36,7 +36,8 @@ from .._chunk import chunked_sum, chunked_sum_rows
 from .._compile import compiled
 from .._init import init_from_responsibilities
 from .._linalg import cholesky_factors
-from .._missing import allows_missing, check_missing, mean_imputed, observed_weights
+from .._missing import (allows_missing, check_missing, complete_rows, mean_imputed,
+                        observed_weights)
 from .._status import Status, flag
 from .._checks import nonnegative_float, one_of
 from .._validate import as_data, check_sample_params, check_values, is_concrete, validate
@@ -325,6 +326,7 @@ class GaussianMixture(Mixture):
         """Closed-form M-step from responsibilities ``posterior (N, K)``, in two passes as
         scikit-learn: the means, then the covariances about them (exact in float32 too)."""
         X, w = as_data(X, weights)
+        complete_rows(self, X, "m_step")
         return self._m_step_streamed(lambda r, wb: r * wb[:, None], posterior, X, w, params)
 
     def _m_step_labels(self, labels, X, w, centers=None) -> GaussianMixtureParams:
