@@ -386,3 +386,27 @@ def test_posterior_based_functions_refuse_nan(data):
         FULL.q_function(p, resp, Xm)
     with pytest.raises(ValueError, match="complete rows"):
         FA.e_step(jaxem.FactorAnalysisParams(np.zeros(D), np.ones((D, 1)), np.ones(D)), Xm)
+
+
+def test_sweep_gives_the_conditional_blocks():
+    """`jaxem._missing.sweep` on the observed pivots: -Σ_oo⁻¹, Σ_mo Σ_oo⁻¹, the Schur complement
+    and log|Σ_oo|, in Σ's index order; every mask of a 4 x 4 covariance (none and all observed
+    included)."""
+    from jaxem._missing import sweep
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(4, 4))
+    S = A @ A.T + 0.3 * np.eye(4)
+    masks = ((np.arange(16)[:, None] >> np.arange(4)) & 1).astype(np.float64)
+    out, log_det = _jit(sweep)(S, masks)
+    for mask, got, ld in zip(masks, np.asarray(out), np.asarray(log_det)):
+        o, m = mask > 0, mask == 0
+        inv = np.linalg.inv(S[np.ix_(o, o)]) if o.any() else np.zeros((0, 0))
+        np.testing.assert_allclose(got[np.ix_(o, o)], -inv, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got[np.ix_(m, o)], S[np.ix_(m, o)] @ inv, rtol=1e-10,
+                                   atol=1e-12)
+        np.testing.assert_allclose(got[np.ix_(m, m)], S[np.ix_(m, m)]
+                                   - S[np.ix_(m, o)] @ inv @ S[np.ix_(o, m)], rtol=1e-10,
+                                   atol=1e-12)
+        np.testing.assert_allclose(ld, np.linalg.slogdet(S[np.ix_(o, o)])[1] if o.any() else 0.0,
+                                   rtol=1e-10, atol=1e-12)

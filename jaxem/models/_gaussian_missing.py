@@ -8,8 +8,8 @@ statistics are those of `GaussianMixtureStatistics` about the means, float32-saf
 the expected complete-data statistics, which `GaussianMixture.maximize` turns into the EM update
   μ_k = μ_k + sum_x_k / N_k,  Σ_k = sum_xx_k / N_k - (sum_x_k / N_k)(sum_x_k / N_k)ᵀ + reg_covar·I.
 Diagonal and spherical covariances: the features are independent given k, so the missing entries'
-conditional is their marginal, d = o ∘ (x - μ_k) and C = diag((1 - o) σ²_k). Tied: one masked
-Cholesky per row, shared by the components.
+conditional is their marginal, d = o ∘ (x - μ_k) and C = diag((1 - o) σ²_k). Full and tied: Σ_k swept on the row's
+observed pivots (`jaxem._missing.sweep`); tied sweeps once per row for all components.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from .._chunk import chunked_map_sum, chunked_sum
-from .._missing import conditional_cov, conditional_mean, masked_cholesky, split
+from .._missing import split, sweep
 from .._where import where
 from ._base import weighted_posterior
 
@@ -39,18 +39,18 @@ def _parts(model, params, x0, o, with_cov: bool):
     r = o[:, None, :] * (x0[:, None, :] - mu[None])  # (c, K, D)
     C = None
     if ct in ("full", "tied"):
-        if ct == "full":
-            S = cov[None]  # (1, K, D, D)
-            L = masked_cholesky(S, o[:, None, :])  # (c, K, D, D)
-            if with_cov:
-                C = conditional_cov(S, L, o[:, None, :])
-        else:
-            S = cov
-            L1 = masked_cholesky(S, o)  # (c, D, D): one per row, shared by the components
-            if with_cov:
-                C = conditional_cov(S, L1, o)
-            L = jnp.broadcast_to(L1[:, None], (x0.shape[0], K, D, D))
-        quad, log_det, d = conditional_mean(S, L, r, jnp.broadcast_to(o[:, None, :], r.shape))
+        # Σ_k swept on each row's observed entries: full (c, K, D, D); tied (c, D, D), one per row.
+        A, log_det = sweep(cov[None] if ct == "full" else cov, o[:, None, :] if ct == "full" else o)
+        Ak = A if ct == "full" else A[:, None]
+        Ar = jnp.einsum("nkde,nke->nkd", Ak, r)  # [-Σ_oo⁻¹ r_o; Σ_mo Σ_oo⁻¹ r_o]
+        quad = -jnp.sum(r * Ar, -1)  # r_oᵀ Σ_oo⁻¹ r_o (r is 0 on the missing entries)
+        d = where(o[:, None, :] > 0, r, Ar)
+        if ct == "tied":
+            log_det = jnp.broadcast_to(log_det[:, None], quad.shape)
+        if with_cov:
+            m = 1.0 - o
+            mm = m[:, :, None] * m[:, None, :]
+            C = A * (mm[:, None] if ct == "full" else mm)
     else:
         var = cov if ct == "diag" else jnp.broadcast_to(cov[:, None], (K, D))
         quad = jnp.sum(r * r / var[None], -1)
