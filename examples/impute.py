@@ -4,8 +4,9 @@ The wine data (178 x 13, scikit-learn) with 20% of its entries deleted at random
 times over. jaxem fits a Gaussian mixture and a factor analyser by EM on the observed entries only
 (missing="marginalize": every NaN is integrated out exactly in the E-step), then fills each NaN
 with its conditional mean E[x_missing | x_observed]. The three masked copies are fitted in one
-call with `jax.vmap` (SQUAREM-accelerated EM, init included). Imputation error (RMSE on the deleted entries, in standard deviations)
-against mean imputation and scikit-learn's IterativeImputer.
+call with `jax.vmap` (SQUAREM-accelerated EM, init included). Imputation error (RMSE on the
+deleted entries, in standard deviations) against mean imputation and scikit-learn's
+IterativeImputer.
 """
 
 import warnings

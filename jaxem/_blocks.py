@@ -291,7 +291,8 @@ def block_flags(model, X, w):
         return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
 
     # NaN entries are missing values for a model with missing="marginalize" (inf never is).
-    finite = ~jnp.isinf(X) if getattr(model, "missing", "error") == "marginalize" else jnp.isfinite(X)
+    missing = getattr(model, "missing", "error") == "marginalize"
+    finite = ~jnp.isinf(X) if missing else jnp.isfinite(X)
     valid = getattr(model, "_valid", None)
     unsupported = (jnp.zeros(X.shape[0], bool) if valid is None
                    else ~jnp.all(valid(X) | ~finite, axis=1))

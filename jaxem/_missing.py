@@ -9,9 +9,9 @@ sufficient statistics with E[x_m | x_o] and E[x_m x_mᵀ | x_o] = E[x_m] E[x_m]�
 The M-step is the complete-data one, unchanged.
 
 Per row, with the 0/1 mask o (1 = observed), the computation is mask-based (one program for every
-missingness pattern: jittable, vmappable): `sweep` sweeps Σ on the observed pivots only, which gives
-in Σ's own index order A_oo = -Σ_oo⁻¹, A_mo = Σ_mo Σ_oo⁻¹ and A_mm = Cov[x_m | x_o], and log|Σ_oo| as
-the sum of the logs of the pivots. With r = o ∘ (x - μ) (0 on the missing entries):
+missingness pattern: jittable, vmappable): `sweep` sweeps Σ on the observed pivots only, which
+gives in Σ's own index order A_oo = -Σ_oo⁻¹, A_mo = Σ_mo Σ_oo⁻¹ and A_mm = Cov[x_m | x_o], and
+log|Σ_oo| as the sum of the logs of the pivots. With r = o ∘ (x - μ) (0 on the missing entries):
   r_oᵀ Σ_oo⁻¹ r_o = -rᵀ A r,   E[x | x_o] - μ = [r_o; A_mo r_o],   Cov[x | x_o] = (1-o)(1-o)ᵀ ∘ A.
 PPCA / factor analysis need only a q x q Cholesky per row (`jaxem.models._latent_missing`).
 A row with no observed entry carries no information: its weight is set to 0.

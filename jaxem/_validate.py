@@ -129,7 +129,8 @@ def _check_distributed(X, weights, n_components, allow_nan=False) -> None:
 def check_values(X, weights, n_components: int | None = None, allow_nan: bool = False) -> None:
     """Raise `ValueError` for bad values. Only call on concrete (non-traced) arrays. Arrays split
     over several devices or processes are checked where they live (no host copy). ``allow_nan``:
-    NaN entries of X are missing values (a model with ``missing="marginalize"``); inf still fails."""
+    NaN entries of X are missing values (a model with ``missing="marginalize"``); inf still
+    fails."""
     if not (_on_one_device(X) and _on_one_device(weights)):
         return _check_distributed(X, weights, n_components, allow_nan)
     Xn = np.asarray(X)

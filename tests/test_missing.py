@@ -294,7 +294,7 @@ def test_impute_mixture_weights_components_by_observed_responsibilities(data):
     assert np.array_equal(Xi[seen], Xm[seen])
 
 
-# --- bad input --------------------------------------------------------------------------------------
+# --- bad input -----------------------------------------------------------------------------------
 def test_nan_without_marginalize_says_how_to_fix_and_inf_always_fails(data):
     import dataclasses
 

@@ -1,4 +1,5 @@
-"""Gaussian mixtures with missing values integrated out (Ghahramani & Jordan 1994; `jaxem._missing`).
+"""Gaussian mixtures with missing values integrated out (Ghahramani & Jordan 1994;
+`jaxem._missing`).
 
 For row n with observed mask o_n and component k (residuals about the current means μ_k, so the
 statistics are those of `GaussianMixtureStatistics` about the means, float32-safe):
@@ -8,8 +9,9 @@ statistics are those of `GaussianMixtureStatistics` about the means, float32-saf
 the expected complete-data statistics, which `GaussianMixture.maximize` turns into the EM update
   μ_k = μ_k + sum_x_k / N_k,  Σ_k = sum_xx_k / N_k - (sum_x_k / N_k)(sum_x_k / N_k)ᵀ + reg_covar·I.
 Diagonal and spherical covariances: the features are independent given k, so the missing entries'
-conditional is their marginal, d = o ∘ (x - μ_k) and C = diag((1 - o) σ²_k). Full and tied: Σ_k swept on the row's
-observed pivots (`jaxem._missing.sweep`); tied sweeps once per row for all components.
+conditional is their marginal, d = o ∘ (x - μ_k) and C = diag((1 - o) σ²_k). Full and tied: Σ_k
+swept on the row's observed pivots (`jaxem._missing.sweep`); tied sweeps once per row for all
+components.
 """
 
 from __future__ import annotations
