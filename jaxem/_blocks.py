@@ -290,7 +290,9 @@ def block_flags(model, X, w):
     def first(bad):
         return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
 
-    finite = jnp.isfinite(X)
+    # NaN entries are missing values for a model with missing="marginalize" (inf never is).
+    missing = getattr(model, "missing", "error") == "marginalize"
+    finite = ~jnp.isinf(X) if missing else jnp.isfinite(X)
     valid = getattr(model, "_valid", None)
     unsupported = (jnp.zeros(X.shape[0], bool) if valid is None
                    else ~jnp.all(valid(X) | ~finite, axis=1))
@@ -309,7 +311,9 @@ def _check_flags(flags, index: int, start: int | None, offset: int,
                      else f"row {start + offset + r}")
     if f[0] >= 0:
         raise StreamError(f"{where}: X contains NaN or inf (first at {row(f[0])}); drop or "
-                          "impute it, or give it weight 0 and any finite value.", index)
+                          "impute it, or give it weight 0 and any finite value (GaussianMixture, "
+                          "PPCA and FactorAnalysis take NaN as missing values with "
+                          "missing=\"marginalize\"; inf is never valid).", index)
     if f[1] >= 0:
         raise StreamError(f"{where}: weights contain NaN or inf ({row(f[1])}); pass finite, "
                           "non-negative weights.", index)

@@ -12,6 +12,7 @@ from . import _shard
 from ._adjoint import implicit_params
 from ._checks import positive_int, tolerance
 from ._compile import compiled
+from ._missing import allows_missing
 from ._mstep import ClosedFormMStep
 from ._prior import log_posterior_sum, resolve
 from ._progress import with_progress
@@ -100,7 +101,7 @@ def _init_state(model, updater, params, X, w, max_iter, data_checked=False):
         # Data (and params) already checked on the host (an eager call) need no check in the
         # program; under jit non-finite starting params are invalid input.
         status=jnp.int32(0) if data_checked else status_of_data(
-            X, w, getattr(model, "n_components", None))
+            X, w, getattr(model, "n_components", None), allow_nan=allows_missing(model))
         | flag(~_all_finite(params), Status.INVALID_INPUT),
     )
 
@@ -258,7 +259,9 @@ def fit(
                          "rows X (N, D) without lengths.")
     else:
         X, w = as_data(X, weights, model.n_features(params))
-        validate(X, w, model.n_components)
+        if allows_missing(model):  # NaN entries are missing values; a row of them has no weight
+            w = model._effective_weights(X, w)
+        validate(X, w, model.n_components, allow_nan=allows_missing(model))
         model.check_data(X)
         model.check_params(params)
     check_params_finite(params)

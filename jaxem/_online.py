@@ -25,6 +25,7 @@ import numpy as np
 from ._compile import compiled
 from ._fit import FitResult, _all_finite
 from ._status import FATAL, Status, flag
+from ._missing import allows_missing
 from ._validate import as_data, check_values, is_concrete, status_of_data
 from ._where import select, where
 
@@ -75,7 +76,8 @@ def _step(model, reference, state: _State, X, w, gamma, do_m, do_avg):
     upd = active & ok
     params = select(upd, new, state.params)
     status = state.status | where(upd, mstatus, 0) | flag(active & ~ok, Status.NONFINITE)
-    status = status | where(active, status_of_data(X, w), 0)  # bad data under jit
+    status = status | where(active, status_of_data(
+        X, w, allow_nan=allows_missing(model)), 0)  # bad data under jit
     n_avg = state.n_avg + where(upd & do_avg, 1.0, 0.0)
     avg = select(upd & do_avg, jax.tree_util.tree_map(
         lambda a, p: a + (p - a) / n_avg.astype(a.dtype), state.avg, params), state.avg)
@@ -341,7 +343,7 @@ def _stacked_data(model, params, batches, weights):
     flat_w = None if weights is None else _reshape(weights, (T * B,))
     X, w = as_data(_reshape(batches, (T * B, D)), flat_w, model.n_features(params), "batches")
     if is_concrete(X, w):
-        check_values(X, w)
+        check_values(X, w, allow_nan=allows_missing(model))
         model.check_data(X)
     return X.reshape(T, B, D), w.reshape(T, B)
 
@@ -421,6 +423,6 @@ def _batch(model, params, batch):
         X, w = batch, None
     X, w = as_data(X, w, model.n_features(params), "X_b")
     if is_concrete(X, w):
-        check_values(X, w)
+        check_values(X, w, allow_nan=allows_missing(model))
         model.check_data(X)
     return X, w

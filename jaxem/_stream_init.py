@@ -160,6 +160,12 @@ def init_stream(model, key, source, *, weights=None, block_size: int | None = No
       (3, 2)
     """
     check_model(model, "init_stream")
+    if getattr(model, "missing", "error") == "marginalize":
+        # The starting passes need complete rows (a NaN entry raises StreamError): start a fit
+        # with missing values from `model.init` on an in-memory sample instead.
+        import dataclasses
+
+        model = dataclasses.replace(model, missing="error")
     block_size = check_block_size(block_size)
     if isinstance(n_passes, bool) or not isinstance(n_passes, (int, np.integer)) or n_passes < 1:
         raise ValueError(f"n_passes must be a positive integer, got {n_passes!r}.")

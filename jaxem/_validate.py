@@ -80,26 +80,41 @@ def _on_one_device(a) -> bool:
     return not isinstance(a, jax.Array) or len(a.sharding.device_set) == 1
 
 
-def _summary(X, w):
-    """(X all finite, w all finite, min w, rows with w > 0) as one small reduction on the devices
-    that hold X: nothing of X is copied to the host (nor needs to be addressable here)."""
+# The message for NaN/inf in X (``missing="marginalize"`` lets the Gaussian families take NaN).
+_NONFINITE_FIX = ("drop or impute them, or give them weight 0 and replace them with any finite "
+                  "value; GaussianMixture, PPCA and FactorAnalysis integrate NaN entries out as "
+                  "missing values with missing=\"marginalize\".")
+_INF_FIX = ("missing values must be NaN (missing=\"marginalize\"); inf is never valid: replace it "
+            "with NaN or a finite value.")
+
+
+def _finite_x(X, allow_nan: bool = False):
+    """Whether every entry of X is finite (``allow_nan``: not ±inf), as a fused float reduction."""
     # Σ 0·a is NaN exactly when some a is NaN or ±inf (a max reduction may drop NaNs, notably
     # when it is split over devices).
+    if allow_nan:
+        X = jnp.where(jnp.isnan(X), 0.0, X)
+    return jnp.isfinite(jnp.sum(X * 0))
+
+
+def _summary(X, w, allow_nan=False):
+    """(X all finite, w all finite, min w, rows with w > 0) as one small reduction on the devices
+    that hold X: nothing of X is copied to the host (nor needs to be addressable here)."""
     finite = lambda a: jnp.isfinite(jnp.sum(a * 0))
-    return (finite(X), finite(w), jnp.min(jnp.where(jnp.isnan(w), 0.0, w), initial=0.0),
+    return (_finite_x(X, allow_nan), finite(w),
+            jnp.min(jnp.where(jnp.isnan(w), 0.0, w), initial=0.0),
             jnp.sum(jnp.where(w > 0, 1.0, 0.0)))
 
 
-_summary_jit = jax.jit(_summary)
+_summary_jit = jax.jit(_summary, static_argnums=2)
 
 
-def _check_distributed(X, weights, n_components) -> None:
+def _check_distributed(X, weights, n_components, allow_nan=False) -> None:
     """`check_values` for X split over several devices or processes (a jitted reduction)."""
-    x_ok, w_ok, w_min, n_pos = (np.asarray(v) for v in _summary_jit(X, weights))
+    x_ok, w_ok, w_min, n_pos = (np.asarray(v) for v in _summary_jit(X, weights, allow_nan))
     if not x_ok:
-        raise ValueError(
-            "X contains NaN or inf; drop or impute those rows, or give them weight 0 and replace "
-            "them with any finite value.")
+        raise ValueError("X contains inf; " + _INF_FIX if allow_nan else
+                         "X contains NaN or inf; " + _NONFINITE_FIX)
     if not w_ok:
         raise ValueError("weights contain NaN or inf; pass finite, non-negative weights.")
     if w_min < 0:
@@ -111,20 +126,22 @@ def _check_distributed(X, weights, n_components) -> None:
             f"weight ({int(n_pos)}); use n_components <= {int(n_pos)} or pass more data.")
 
 
-def check_values(X, weights, n_components: int | None = None) -> None:
+def check_values(X, weights, n_components: int | None = None, allow_nan: bool = False) -> None:
     """Raise `ValueError` for bad values. Only call on concrete (non-traced) arrays. Arrays split
-    over several devices or processes are checked where they live (no host copy)."""
+    over several devices or processes are checked where they live (no host copy). ``allow_nan``:
+    NaN entries of X are missing values (a model with ``missing="marginalize"``); inf still
+    fails."""
     if not (_on_one_device(X) and _on_one_device(weights)):
-        return _check_distributed(X, weights, n_components)
+        return _check_distributed(X, weights, n_components, allow_nan)
     Xn = np.asarray(X)
     wn = np.asarray(weights)
+    ok = (lambda a: ~np.isinf(a)) if allow_nan else np.isfinite
     # Row blocks: no N x D boolean temporary for a large X.
-    if not all(np.isfinite(Xn[i:i + 65536]).all() for i in range(0, Xn.shape[0], 65536)):
-        bad = np.flatnonzero(~np.all(np.isfinite(Xn), axis=1))
-        raise ValueError(
-            f"X contains NaN or inf in {bad.size} row(s) (first: {bad[:5].tolist()}); drop or impute "
-            "them, or give them weight 0 and replace them with any finite value."
-        )
+    if not all(ok(Xn[i:i + 65536]).all() for i in range(0, Xn.shape[0], 65536)):
+        bad = np.flatnonzero(~np.all(ok(Xn), axis=1))
+        what = "inf" if allow_nan else "NaN or inf"
+        raise ValueError(f"X contains {what} in {bad.size} row(s) (first: {bad[:5].tolist()}); "
+                         + (_INF_FIX if allow_nan else _NONFINITE_FIX))
     if not np.all(np.isfinite(wn)):
         raise ValueError("weights contain NaN or inf; pass finite, non-negative weights.")
     if np.any(wn < 0):
@@ -141,19 +158,20 @@ def check_values(X, weights, n_components: int | None = None) -> None:
             )
 
 
-def validate(X, weights, n_components: int | None = None) -> None:
+def validate(X, weights, n_components: int | None = None, allow_nan: bool = False) -> None:
     """`check_values` when concrete; a no-op under tracing (see `status_of_data`)."""
     if is_concrete(X, weights):
-        check_values(X, weights, n_components)
+        check_values(X, weights, n_components, allow_nan)
 
 
-def status_of_data(X, weights, n_components: int | None = None) -> jax.Array:
+def status_of_data(X, weights, n_components: int | None = None,
+                   allow_nan: bool = False) -> jax.Array:
     """The traced counterpart of `check_values`: an int32 status code."""
     # Σ 0·a is NaN exactly when some entry is NaN or ±inf; unlike all(isfinite(.)) it is a float
     # reduction that XLA fuses (no N x D boolean temporary), and unlike max |a| < inf it keeps a
     # NaN when the reduction is split over devices (a max may drop NaNs).
     finite = lambda a: jnp.isfinite(jnp.sum(a * 0))
-    bad = ~finite(X) | ~finite(weights) | (jnp.min(weights, initial=0.0) < 0)
+    bad = ~_finite_x(X, allow_nan) | ~finite(weights) | (jnp.min(weights, initial=0.0) < 0)
     code = flag(bad, Status.INVALID_INPUT)
     if n_components is not None:
         n_pos = jnp.sum(where(weights > 0, 1.0, 0.0), dtype=X.dtype)
@@ -209,10 +227,11 @@ def check_init_result(params, X) -> None:
         "rescale X (e.g. standardize it), or pass float64 data with jax_enable_x64.")
 
 
-def finite_rows(X, what: str, name: str = "X") -> None:
-    """ValueError naming the rows of a concrete ``X`` that hold NaN or inf (for ``what``)."""
+def finite_rows(X, what: str, name: str = "X", allow_nan: bool = False) -> None:
+    """ValueError naming the rows of a concrete ``X`` that hold NaN or inf (for ``what``;
+    ``allow_nan``: inf only)."""
     Xn = np.asarray(X)
-    bad = np.flatnonzero(~np.all(np.isfinite(Xn), axis=1))
+    bad = np.flatnonzero(~np.all(~np.isinf(Xn) if allow_nan else np.isfinite(Xn), axis=1))
     if bad.size:
         raise ValueError(
             f"{name} contains NaN or inf in {bad.size} row(s) (first: {bad[:5].tolist()}); {what} "

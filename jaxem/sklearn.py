@@ -31,6 +31,7 @@ from sklearn.utils.validation import _check_sample_weight, check_array, check_is
 
 from ._compile import compiled
 from ._fit import fit
+from ._missing import allows_missing
 from ._batch import auto_batch_size, batched
 from ._status import FATAL, Status, describe_status
 from .models.gaussian_mixture import GaussianMixture as _GMM
@@ -65,7 +66,8 @@ def _start(model, key, X, w, given, init_method):
 
 
 def _init(model, key, X, w, init_method):
-    if model.n_components == 1:  # every init method gives all-ones responsibilities: skip k-means
+    if model.n_components == 1 and not allows_missing(model):
+        # every init method gives all-ones responsibilities: skip k-means
         return model.m_step(jnp.ones((X.shape[0], 1), X.dtype), X, w)
     return model.init(key, X, w, method=init_method)
 
@@ -80,6 +82,11 @@ def _init_only(seed, X, w, given, *, model, init_method):
 @compiled(static_argnames=("model",))
 def _log_joint(params, X, *, model):
     return model.log_joint_matrix(params, X)
+
+
+@compiled(static_argnames=("model",))
+def _impute(params, X, *, model):
+    return model.impute(params, X)
 
 
 def _bucket(n: int) -> int:
@@ -119,7 +126,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     fit, without time lapses); a component given weight exactly 0 in ``weights_init`` stays
     switched off; data whose squares overflow the dtype is refused with a ValueError. Initial
     k-means uses jaxem's own k-means, so random starts differ from scikit-learn's; ``sample`` uses
-    NumPy with ``random_state`` exactly as scikit-learn does.
+    NumPy with ``random_state`` exactly as scikit-learn does. ``missing="marginalize"`` (jaxem's
+    extension; `jaxem.GaussianMixture`'s option) takes NaN entries as missing values integrated
+    out exactly (Ghahramani & Jordan 1994) in ``fit``, ``score_samples``, ``predict`` and friends,
+    and adds ``impute(X)``: X with NaN replaced by E[x_missing | x_observed].
 
     Parameters and attributes: see `sklearn.mixture.GaussianMixture`.
     """
@@ -139,12 +149,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "missing": [StrOptions({"error", "marginalize"})],
     }
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
                  max_iter=100, n_init=1, init_params="kmeans", weights_init=None, means_init=None,
                  precisions_init=None, random_state=None, warm_start=False, verbose=0,
-                 verbose_interval=10):
+                 verbose_interval=10, missing="error"):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -159,6 +170,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.missing = missing
 
     # --- fitting ----------------------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None):
@@ -195,7 +207,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _compute_fit(self, X, sample_weight):
         """Everything `fit` sets, without setting it: ``(X, {attribute: value}, result)``."""
         self._validate_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2,
+                          ensure_all_finite=self._finite())
         K = self.n_components
         if X.shape[0] < K:
             raise ValueError(
@@ -210,7 +223,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 "give at least n_components rows a positive weight."
             )
         given = self._given_params(X)
-        model = _GMM(K, self.covariance_type, float(self.reg_covar))
+        model = self._model()
         warm = self.warm_start and hasattr(self, "converged_")
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         Xp, wp = _pad(X, w)
@@ -355,7 +368,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """(N, K) log π_k + log N(x_n | μ_k, Σ_k), computed by jaxem in the fitted dtype."""
         dtype = np.result_type(X.dtype, self.means_.dtype, np.float32)
         params = GaussianMixtureParams(self.weights_, self.means_, self.covariances_)
-        model = _GMM(self.n_components, self.covariance_type, float(self.reg_covar))
+        model = self._model()
         with _precision(dtype):
             params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
             lj = _log_joint(params, jnp.asarray(_pad(X.astype(dtype)), dtype), model=model)
@@ -363,7 +376,29 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _checked(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
+                             ensure_all_finite=self._finite())
+
+    def _finite(self):
+        return "allow-nan" if self.missing == "marginalize" else True
+
+    def _model(self):
+        return _GMM(self.n_components, self.covariance_type, float(self.reg_covar),
+                    missing=self.missing)
+
+    def impute(self, X):
+        """``X`` with every NaN entry replaced by E[x_missing | x_observed] under the fitted
+        mixture (``missing="marginalize"`` only; see `jaxem.GaussianMixture.impute`)."""
+        if self.missing != "marginalize":
+            raise ValueError('impute needs missing="marginalize"; construct the estimator with '
+                             'GaussianMixture(..., missing="marginalize").')
+        X = self._checked(X)
+        dtype = np.result_type(X.dtype, self.means_.dtype, np.float32)
+        params = GaussianMixtureParams(self.weights_, self.means_, self.covariances_)
+        with _precision(dtype):
+            params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
+            out = _impute(params, jnp.asarray(_pad(X.astype(dtype)), dtype), model=self._model())
+            return np.asarray(out)[: X.shape[0]]
 
     def score_samples(self, X):
         """``(N,)`` log p(x_n) under the fitted mixture."""
@@ -466,7 +501,7 @@ def _have_tqdm() -> bool:
 def _check_scale(X):
     """ValueError if squares of the data overflow X's dtype (the E- and M-steps sum them)."""
     fmax = float(np.finfo(X.dtype).max)
-    scale = float(np.max(np.abs(X))) if X.size else 0.0
+    scale = float(np.nanmax(np.abs(X))) if X.size and not np.isnan(X).all() else 0.0
     if scale > np.sqrt(fmax / (10.0 * max(X.size, 1))):
         raise ValueError(
             f"X's scale overflows {X.dtype}: max |x| = {scale:.3g}, but the fit sums squares of "

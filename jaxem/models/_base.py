@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from .._checks import optional_positive_int, param_shapes, positive_int
 from .._chunk import chunked_map, chunked_sum
+from .._missing import allows_missing, complete_rows
 from .._validate import as_data, finite_rows, is_concrete
 from .._where import where
 
@@ -174,8 +175,9 @@ class Mixture(Model):
         return resp, jnp.sum(where(w > 0, w * lse, 0.0))
 
     def q_function(self, params, posterior, X, weights=None):
-        """Q = Σ_n w_n Σ_k r_nk log p(x_n, z_n=k | params)."""
+        """Q = Σ_n w_n Σ_k r_nk log p(x_n, z_n=k | params) (complete rows)."""
         X, w = as_data(X, weights, self.n_features(params))
+        complete_rows(self, X, "q_function")
         lj = self.log_joint_matrix(params, X)
         rl = where(posterior > 0, posterior * lj, 0.0)
         return jnp.sum(w * jnp.sum(rl, axis=1))
@@ -231,8 +233,10 @@ class Mixture(Model):
         """
         X, _ = as_data(X, None, self.n_features(params))
         self.check_params(params)
+        miss = allows_missing(self)  # NaN entries are missing values, inf is not
         if is_concrete(X):
-            finite_rows(X, "predict")
+            finite_rows(X, "predict", allow_nan=miss)
         lj = self.log_joint_matrix(params, X)
-        ok = jnp.all(jnp.isfinite(X), axis=1) & ~jnp.any(jnp.isnan(lj), axis=1)
+        ok = jnp.all(~jnp.isinf(X) if miss else jnp.isfinite(X), axis=1) & ~jnp.any(
+            jnp.isnan(lj), axis=1)
         return where(ok, jnp.argmax(lj, axis=1), -1)

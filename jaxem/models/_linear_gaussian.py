@@ -28,8 +28,12 @@ import jax.numpy as jnp
 
 from .. import _shard
 from .._chunk import chunked_map, chunked_sum
-from .._validate import as_data, check_init_result, validate
+from .._compile import compiled
+from .._missing import (allows_missing, check_missing, complete_rows, mean_imputed,
+                        observed_weights)
+from .._validate import as_data, check_init_result, check_values, is_concrete, validate
 from .._where import where
+from . import _latent_missing
 from ._base import Model
 
 
@@ -64,6 +68,11 @@ class LatentFactorStatistics(NamedTuple):
     total_weight: jax.Array
 
 
+@compiled(static_argnames=("model",))
+def _impute(model, params, X):
+    return _latent_missing.impute(model, params, X)
+
+
 def _triangular_solve(L, B, transpose=False):
     """L⁻¹ B (or L⁻ᵀ B) for lower-triangular L."""
     return jax.lax.linalg.triangular_solve(L, B, left_side=True, lower=True, transpose_a=transpose)
@@ -75,6 +84,14 @@ class LinearGaussian(Model):
     n_components: int
     chunk_size: int | None = None
     isotropic = False
+    missing = "error"  # a dataclass field of the subclasses
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_missing(self.missing)
+
+    def _effective_weights(self, X, w):
+        return observed_weights(X, w) if allows_missing(self) else w
 
     # --- shapes and parameters ------------------------------------------------------------------
     def n_features(self, params) -> int:
@@ -127,6 +144,7 @@ class LinearGaussian(Model):
         """Posterior `LatentFactorPosterior` (means (N, q), covariance (q, q)) and the weighted
         log-likelihood Σ_n w_n log N(x_n | μ, WWᵀ + Ψ)."""
         X, w = as_data(X, weights, self.n_features(params))
+        complete_rows(self, X, "e_step")
         m, yt, u, L = self._posterior_rows(params, X)
         lp = self._log_norm(params, L) - 0.5 * (jnp.sum(yt * yt, 1) - jnp.sum(u * u, 1))
         ll = jnp.sum(where(w > 0, w * lp, 0.0))
@@ -135,6 +153,8 @@ class LinearGaussian(Model):
     def score_samples(self, params, X):
         """``(N,)`` log N(x_n | μ, WWᵀ + Ψ) via the determinant lemma and Woodbury's identity."""
         X, _ = as_data(X, None, self.n_features(params))
+        if allows_missing(self):  # log p(x_o): the observed entries' marginal
+            return _latent_missing.score_samples(self, params, X)
         _, _, L = self._factor(params)
         c = self._log_norm(params, L)
 
@@ -147,6 +167,10 @@ class LinearGaussian(Model):
     def log_likelihood(self, params, X, weights=None):
         """Weighted sum of log p(x_n | params), streamed over row blocks."""
         X, w = as_data(X, weights, self.n_features(params))
+        if allows_missing(self):
+            w = observed_weights(X, w)
+            lp = _latent_missing.score_samples(self, params, X)
+            return jnp.sum(where(w > 0, w * lp, 0.0))
         _, _, L = self._factor(params)
         c = self._log_norm(params, L)
 
@@ -162,6 +186,7 @@ class LinearGaussian(Model):
         = Σ_n w_n [-(D+q)/2 log 2π - ½ log|Ψ| - ½ (ỹᵀỹ - 2 ỹᵀW̃ m + tr(W̃ᵀW̃ (Σ + m mᵀ)))
                    - ½ (tr Σ + mᵀm)]."""
         X, w = as_data(X, weights, self.n_features(params))
+        complete_rows(self, X, "q_function")
         m, S = posterior.mean, posterior.covariance
         psi = self._psi(params)
         s = jax.lax.rsqrt(psi)
@@ -216,7 +241,10 @@ class LinearGaussian(Model):
             sum_yy=st.sum_yy + 2 * delta * st.sum_y + n * delta * delta)
 
     def _statistics(self, params, X, weights) -> LatentFactorStatistics:
-        """One streamed pass over the rows: O(N D q), no D x D matrix."""
+        """One streamed pass over the rows: O(N D q), no D x D matrix (with missing values: one
+        q x q Cholesky per row, `jaxem.models._latent_missing`)."""
+        if allows_missing(self):
+            return _latent_missing.statistics(self, params, X, weights)
         _, _, L = self._factor(params)
         c = self._log_norm(params, L)
         mu = params.mean
@@ -257,6 +285,7 @@ class LinearGaussian(Model):
     def m_step(self, posterior, X, weights=None, params=None):
         """Closed-form maximiser of Q given the posterior (``params`` is not needed)."""
         X, w = as_data(X, weights)
+        complete_rows(self, X, "m_step")
         c = (w @ X) / jnp.sum(w)
         sz, szz, sy, syz, syy = self._stats(posterior.mean, X - c, w)
         total = jnp.sum(w)
@@ -272,7 +301,12 @@ class LinearGaussian(Model):
         """μ = weighted mean, W = random N(0, 1) loadings scaled by the feature spread, noise =
         half the mean feature variance (Ψ: half of each feature's variance)."""
         X, w = as_data(X, weights)
-        validate(X, w, max(self.n_components, 2))
+        if allows_missing(self):  # from the column-mean imputed data
+            w = observed_weights(X, w)
+            validate(X, w, max(self.n_components, 2), allow_nan=True)
+            X, w = mean_imputed(X, w)
+        else:
+            validate(X, w, max(self.n_components, 2))
         self._check_rank(X.shape[1])
         # X split by rows over devices: plain reductions (each device its rows, then a sum).
         return _shard.traced(_shard.row_sharding(X), self._init, key, X, w)
@@ -289,9 +323,29 @@ class LinearGaussian(Model):
         return params
 
     def transform(self, params, X):
-        """``(N, q)`` posterior means E[z_n | x_n] = G⁻¹ W̃ᵀ Ψ^{-1/2} (x_n - μ)."""
+        """``(N, q)`` posterior means E[z_n | x_n] = G⁻¹ W̃ᵀ Ψ^{-1/2} (x_n - μ) (with
+        ``missing="marginalize"``: E[z_n | observed entries])."""
         X, _ = as_data(X, None, self.n_features(params))
+        if allows_missing(self):
+            return _latent_missing.transform(self, params, X)
         return self._posterior_rows(params, X)[0]
+
+    def impute(self, params, X):
+        """``X (N, D)`` with every NaN entry replaced by E[x_m | x_o] = μ_m + W_m E[z | x_o]
+        (Ghahramani & Jordan 1994; observed entries unchanged; a row with nothing observed gets μ).
+
+        Example:
+          >>> import jax, jax.numpy as jnp, jaxem
+          >>> X = jax.random.normal(jax.random.key(0), (100, 4))
+          >>> model = jaxem.FactorAnalysis(1, missing="marginalize")
+          >>> Xm = X.at[0, 1].set(jnp.nan)
+          >>> params = jaxem.fit(model, model.init(jax.random.key(1), Xm), Xm).params
+          >>> Xf = model.impute(params, Xm)
+        """
+        X, _ = as_data(X, None, self.n_features(params))
+        if is_concrete(X):
+            check_values(X, jnp.ones(X.shape[0], X.dtype), allow_nan=True)
+        return _impute(self, params, X)
 
     def inverse_transform(self, params, Z):
         """``(N, D)`` mean of x given z: W z + μ."""

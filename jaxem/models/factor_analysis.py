@@ -35,6 +35,12 @@ class FactorAnalysis(LinearGaussian):
     Args:
       n_components: q, the number of factors (1 <= q <= D).
       chunk_size: rows per block of the streamed E/M pass (None: automatic).
+      missing: "error" (NaN in X is invalid input) or "marginalize": NaN entries are missing
+        values integrated out exactly (Ghahramani & Jordan 1994; ``_latent_missing``): rows are
+        scored by their observed entries' marginal and E[x_m | x_o], E[x_m zᵀ | x_o] fill the
+        statistics; a row with nothing observed has weight 0. `impute` fills NaN with
+        E[x_m | x_o]; `transform` gives E[z | x_o]. `e_step`, `q_function` and `m_step` need
+        complete data.
 
     Example:
       >>> import jax, jaxem
@@ -45,6 +51,7 @@ class FactorAnalysis(LinearGaussian):
 
     n_components: int
     chunk_size: int | None = None
+    missing: str = "error"
     isotropic = False
 
     def _param_shapes(self, params) -> dict:

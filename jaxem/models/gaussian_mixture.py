@@ -34,12 +34,16 @@ import numpy as np
 
 from .. import _prior
 from .._chunk import chunked_sum, chunked_sum_rows
+from .._compile import compiled
 from .._init import init_from_responsibilities
 from .._linalg import cholesky_factors
+from .._missing import (allows_missing, check_missing, complete_rows, mean_imputed,
+                        observed_weights)
 from .._status import Status, flag
 from .._checks import nonnegative_float, one_of
-from .._validate import as_data, check_sample_params, validate
+from .._validate import as_data, check_sample_params, check_values, is_concrete, validate
 from .._where import where
+from . import _gaussian_missing
 from ._base import Mixture, weighted_posterior
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
@@ -95,6 +99,11 @@ class _Geometry(NamedTuple):
     log_pi: jax.Array
 
 
+@compiled(static_argnames=("model",))
+def _impute(model, params, X):
+    return _gaussian_missing.impute(model, params, X)
+
+
 def _cast(tree, dtype):
     return jax.tree_util.tree_map(lambda a: a.astype(dtype), tree)
 
@@ -122,6 +131,14 @@ class GaussianMixture(Mixture):
         Fraley & Raftery 2007: the M-step is the posterior mode, and `jaxem.fit`'s ``trace`` and
         ``log_likelihood`` report the log posterior; see `jaxem._prior`), or "default" (resolved
         by `jaxem.fit` from the data with `jaxem.default_prior`, mclust's ``defaultPrior``).
+      missing: "error" (NaN in X is a ValueError outside jit, ``Status.INVALID_INPUT`` under it)
+        or "marginalize": NaN entries are missing values, integrated out exactly in the E-step
+        (Ghahramani & Jordan 1994; ``jaxem.models._gaussian_missing``): each row is scored by its
+        observed entries' marginal, and E[x_m | x_o], Cov[x_m | x_o] fill the sufficient
+        statistics, so `sufficient_statistics`/`maximize`, `jaxem.fit`, `fit_stream` and sharded
+        fits run EM on the observed-data likelihood. A row with no observed entry has weight 0.
+        `impute` fills NaN with E[x_m | x_o]. The posterior-based `m_step` and `q_function` need
+        complete data. Costs one sweep of Σ (O(D³)) per row, and per component for "full".
 
     A component whose mass N_k falls below 10·eps·Σw keeps its previous mean and covariance (its
     weight goes to ~0) and the fit reports ``Status.EMPTY_COMPONENT``. A component whose weight is
@@ -143,10 +160,12 @@ class GaussianMixture(Mixture):
     accumulate_dtype: Any = None
     statistics: str = "auto"
     prior: Any = None
+    missing: str = "error"
 
     def __post_init__(self):
         super().__post_init__()
         _prior.check_prior(self, _prior.GaussianPrior)
+        check_missing(self.missing)
         one_of("covariance_type", self.covariance_type, COVARIANCE_TYPES)
         one_of("statistics", self.statistics, STATISTICS)
         if self.statistics == "moments" and self.covariance_type != "full":
@@ -173,7 +192,12 @@ class GaussianMixture(Mixture):
         """Parameters from ``method`` ("kmeans", "k-means++", "random", "random_from_data")
         responsibilities followed by one M-step, as scikit-learn's ``init_params``."""
         X, w = as_data(X, weights)
-        validate(X, w, self.n_components)
+        if allows_missing(self):  # started from the column-mean imputed data
+            w = observed_weights(X, w)
+            validate(X, w, self.n_components, allow_nan=True)
+            X, w = mean_imputed(X, w)
+        else:
+            validate(X, w, self.n_components)
         return init_from_responsibilities(_prior.for_init(self, X, w), key, X, w, method)
 
     # --- geometry: everything the E-step needs from the parameters, computed once per iteration ----
@@ -231,6 +255,8 @@ class GaussianMixture(Mixture):
         return -0.5 * (D * math.log(2 * math.pi) + jnp.sum(yT * yT, 1).T) + g.log_det + g.log_pi
 
     def _log_joint_fn(self, params):
+        if allows_missing(self):  # the observed entries' marginal
+            return _gaussian_missing.log_joint_fn(self, params)
         g = self._geometry(params)
         return lambda X: self._log_joint_from_whitened(g, self._whiten(g, X))
 
@@ -239,7 +265,32 @@ class GaussianMixture(Mixture):
         return self._log_joint_fn(params)(X)
 
     def _width(self, X):
+        if allows_missing(self):
+            return _gaussian_missing.width(self, X)
         return self.n_components * X.shape[1]
+
+    def impute(self, params, X):
+        """``X (N, D)`` with every NaN entry replaced by its conditional mean under the mixture,
+        E[x_m | x_o] = Σ_k r_k(x_o) (μ_k,m + Σ_k,mo Σ_k,oo⁻¹ (x_o - μ_k,o)), r_k(x_o) the
+        responsibilities of the observed entries (Ghahramani & Jordan 1994). Observed entries are
+        returned as they are; a row with nothing observed gets the mixture mean Σ_k π_k μ_k.
+
+        Example:
+          >>> import jax, jax.numpy as jnp, jaxem
+          >>> X = jax.random.normal(jax.random.key(0), (100, 3))
+          >>> model = jaxem.GaussianMixture(2, missing="marginalize")
+          >>> Xm = X.at[0, 1].set(jnp.nan)
+          >>> params = jaxem.fit(model, model.init(jax.random.key(1), Xm), Xm).params
+          >>> Xf = model.impute(params, Xm)  # Xf[0, 1] = E[x_01 | x_00, x_02]
+        """
+        X, _ = as_data(X, None, self.n_features(params))
+        self.check_params(params)
+        if is_concrete(X):
+            check_values(X, jnp.ones(X.shape[0], X.dtype), allow_nan=True)
+        return _impute(self, params, X)
+
+    def _effective_weights(self, X, w):
+        return observed_weights(X, w) if allows_missing(self) else w
 
     # --- sufficient statistics and M-step -------------------------------------------------------
     def _stats(self, rw, y) -> _Stats:
@@ -331,6 +382,7 @@ class GaussianMixture(Mixture):
         """Closed-form M-step from responsibilities ``posterior (N, K)``, in two passes as
         scikit-learn: the means, then the covariances about them (exact in float32 too)."""
         X, w = as_data(X, weights)
+        complete_rows(self, X, "m_step")
         return self._m_step_streamed(lambda r, wb: r * wb[:, None], posterior, X, w, params)
 
     def _m_step_labels(self, labels, X, w, centers=None) -> GaussianMixtureParams:
@@ -424,6 +476,8 @@ class GaussianMixture(Mixture):
         float64 use the moment route (module docstring): two GEMMs of width T = D(D+1)/2 + D + 1
         per block."""
         acc = self._accumulate_dtype(X.dtype)
+        if allows_missing(self):
+            return _gaussian_missing.statistics(self, params, X, weights, acc)
         total = jnp.sum(weights.astype(acc))
         if self._use_moments(X.dtype):
             return self._statistics_moments(params, X, weights, acc, total)

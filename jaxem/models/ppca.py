@@ -42,6 +42,12 @@ class PPCA(LinearGaussian):
     Args:
       n_components: q, the latent dimension (1 <= q < D).
       chunk_size: rows per block of the streamed E/M pass (None: automatic).
+      missing: "error" (NaN in X is invalid input) or "marginalize": NaN entries are missing
+        values integrated out exactly (Ghahramani & Jordan 1994; ``_latent_missing``): rows are
+        scored by their observed entries' marginal and E[x_m | x_o], E[x_m zᵀ | x_o] fill the
+        statistics; a row with nothing observed has weight 0. `impute` fills NaN with
+        E[x_m | x_o]; `transform` gives E[z | x_o]. `e_step`, `q_function` and `m_step` need
+        complete data.
 
     Example:
       >>> import jax, jaxem
@@ -53,6 +59,7 @@ class PPCA(LinearGaussian):
 
     n_components: int
     chunk_size: int | None = None
+    missing: str = "error"
     isotropic = True
 
     def _param_shapes(self, params) -> dict:
