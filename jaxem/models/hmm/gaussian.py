@@ -99,6 +99,13 @@ class GaussianHMM(HiddenMarkovModel):
         st = GaussianMixtureStatistics(M[:, -1], M[:, F:F + D], sxx, z, jnp.sum(M[:, -1]))
         return self._gmm._shift(st, c[None] - params.means)  # about c -> about each mean
 
+    def _fix_emission_statistics(self, est, params, fixed):
+        """Means fixed: the covariances about them (the statistics are about the means; their
+        first moment zeroed, see `GaussianMixture._maximize_fixed`)."""
+        if "means" in fixed:
+            est = est._replace(sum_x=jnp.zeros_like(est.sum_x))
+        return est
+
     def _emission_maximize(self, est, params):
         new, status = self._gmm._maximize(est, self._mixture_params(params))
         return params._replace(means=new.means, covariances=new.covariances), status
