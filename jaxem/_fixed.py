@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax
-
 
 def field_names(params) -> tuple:
     """Names of the top-level fields of ``params`` (a NamedTuple or a dict), else ()."""
@@ -64,8 +62,3 @@ def maximize_fixed(model, stats, params, fixed: tuple):
                    else model._maximize(stats, params))
     return restore(new, params, fixed), status
 
-
-def tree_select_fixed(tree, fixed):
-    """Only the fixed fields of ``tree`` (None elsewhere): the part of the start a fit depends on."""
-    return jax.tree_util.tree_map(lambda a: a, {f: (tree[f] if isinstance(tree, Mapping)
-                                                    else getattr(tree, f)) for f in fixed})
