@@ -22,12 +22,12 @@ The gradient is exact only at a fixed point: a fit that stopped on ``max_iter`` 
 
 Partial labels (``jaxem.fit(..., labels=...)``) are part of T (they clamp its E-step) and are not
 differentiated (integers). Fixed fields (``fixed=...``) are inputs of the fit, not unknowns: with
-c their held values, the root equation is F(θ; X, w, c) = T(θ|c) - θ where θ|c is θ with its fixed
-fields replaced by c (for generalized EM: the free fields' gradient of the log-likelihood at θ|c,
-and c - θ for the fixed fields). So the fitted fixed fields have derivative 1 with respect to
-their starting values and 0 with respect to X and w, and the free fields' derivatives with
-respect to the held values c come from the same solve (how the fit moves when a held value
-changes); the derivative with respect to the starting values of the free fields stays 0.
+c their held values and θ_f the free fields, the root equation is F(θ_f; X, w, c) = T(θ_f, c)_f - θ_f
+(for generalized EM: the gradient of the log-likelihood with respect to θ_f at (θ_f, c)), solved
+for the free fields only. So the fitted fixed fields have derivative 1 with respect to the values
+passed in and 0 with respect to X and w, and the free fields' derivatives with respect to c come
+from the same solve (how the fit moves when a held value changes); the derivative with respect
+to the starting values of the free fields stays 0.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._fixed import restore
+from ._fixed import free_part, with_free
 from ._labels import with_labels
 from ._mstep import ClosedFormMStep, em_map
 
@@ -45,19 +45,17 @@ def _tree_sub(a, b):
 
 
 def root_function(model, updater, X, w, labels=None, anchor=None):
-    """F(θ) whose root is the EM fixed point (closes over X and w, the differentiated inputs;
-    ``labels`` clamp the E-step; ``anchor``: params holding the values of the updater's fixed
-    fields, see the module docstring)."""
+    """F whose root is the EM fixed point (closes over X and w, the differentiated inputs;
+    ``labels`` clamp the E-step). Without ``anchor``: F(θ) over all of θ. With ``anchor`` (params
+    holding the values c of the updater's fixed fields): F over the free fields only, a dict
+    ``{name: value}`` -> dict, at θ|c (see the module docstring)."""
     fixed = getattr(updater, "fixed", ()) if anchor is not None else ()
-    held = lambda theta: restore(theta, anchor, fixed)
+    full = (lambda free: with_free(anchor, free)) if fixed else (lambda theta: theta)
+    part = (lambda theta: free_part(theta, fixed)) if fixed else (lambda theta: theta)
     if isinstance(updater, ClosedFormMStep):
-        return lambda theta: _tree_sub(em_map(model, held(theta), X, w, labels, fixed)[0], theta)
+        return lambda v: _tree_sub(part(em_map(model, full(v), X, w, labels, fixed)[0]), v)
     total = jnp.sum(w)
-    grad = jax.grad(lambda theta: model.log_likelihood(held(theta), X, w,
-                                                       **with_labels(labels)) / total)
-    if not fixed:
-        return grad
-    return lambda theta: restore(grad(theta), _tree_sub(anchor, theta), fixed)
+    return jax.grad(lambda v: model.log_likelihood(full(v), X, w, **with_labels(labels)) / total)
 
 
 def _gmres(matvec, b):
@@ -101,12 +99,15 @@ def implicit_params(model, theta_star, X, w, *, updater, labels=None, anchor=Non
         _, dX, dw, _, da = tangents
         F_of = lambda X, w, a: root_function(model, updater, X, w, labels, a)
         if anchor is None:
-            _, b = jax.jvp(lambda X, w: F_of(X, w, None)(theta), (X, w), (dX, dw))
-        else:
-            _, b = jax.jvp(lambda X, w, a: F_of(X, w, a)(theta), (X, w, anchor), (dX, dw, da))
+            v = theta
+            _, b = jax.jvp(lambda X, w: F_of(X, w, None)(v), (X, w), (dX, dw))
+        else:  # unknowns: the free fields; the fixed ones' tangent is that of their values
+            v = free_part(theta, updater.fixed)
+            _, b = jax.jvp(lambda X, w, a: F_of(X, w, a)(v), (X, w, anchor), (dX, dw, da))
         F = F_of(X, w, anchor)
-        matvec = lambda v: jax.jvp(F, (theta,), (v,))[1]
+        matvec = lambda u: jax.jvp(F, (v,), (u,))[1]
         neg_b = jax.tree_util.tree_map(jnp.negative, b)
-        return theta, tangent_solve(matvec, neg_b)
+        dv = tangent_solve(matvec, neg_b)
+        return theta, (dv if anchor is None else with_free(da, dv))
 
     return attach(jax.lax.stop_gradient(theta_star), X, w, labels, anchor)

@@ -355,19 +355,21 @@ def _fit_rows(model, params, X, w, tol, labels=None, *, max_iter, updater, adjoi
 def _mean_log_likelihood(model, theta, X, w, value=None, labels=None):
     """(1/Σw) log p(X | θ), differentiable in θ, X and w. With ``value`` (already computed by the
     loop) the evaluation is traced only when something is differentiated."""
-    f = lambda theta, X, w: model.log_likelihood(theta, X, w, **with_labels(labels)) / jnp.sum(w)
+    f = lambda theta, X, w, labels: model.log_likelihood(
+        theta, X, w, **with_labels(labels)) / jnp.sum(w)
     if value is None:
-        return f(theta, X, w)
+        return f(theta, X, w, labels)
 
     @jax.custom_jvp
-    def known(theta, X, w, value):
+    def known(theta, X, w, value, labels):  # labels an argument: a rule closing over a tracer fails
         return value
 
     @known.defjvp
     def _(primals, tangents):
-        return primals[3], jax.jvp(f, primals[:3], tangents[:3])[1]
+        return primals[3], jax.jvp(lambda t, X, w: f(t, X, w, primals[4]), primals[:3],
+                                   tangents[:3])[1]
 
-    return known(theta, X, w, jax.lax.stop_gradient(value))
+    return known(theta, X, w, jax.lax.stop_gradient(value), labels)
 
 
 # Compiled once per (model, shapes, static options) and reused by eager calls; inside a caller's

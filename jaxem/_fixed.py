@@ -62,3 +62,16 @@ def maximize_fixed(model, stats, params, fixed: tuple):
                    else model._maximize(stats, params))
     return restore(new, params, fixed), status
 
+
+
+def free_part(params, fixed: tuple) -> dict:
+    """``{name: value}`` of the fields of ``params`` not in ``fixed``."""
+    get = (lambda f: params[f]) if isinstance(params, Mapping) else (lambda f: getattr(params, f))
+    return {f: get(f) for f in field_names(params) if f not in fixed}
+
+
+def with_free(anchor, free: dict):
+    """``anchor`` with the fields in ``free`` replaced (the inverse of `free_part`)."""
+    if isinstance(anchor, Mapping):
+        return type(anchor)({**anchor, **free})
+    return anchor._replace(**free)

@@ -391,14 +391,15 @@ def test_gradient_m_step_keeps_fixed_leaves(data):
 
 
 def test_implicit_gradients_with_fixed_fields_match_finite_differences(data, start):
-    """Fixed means: d(fit)/d(the fixed means) and a directional d(fit)/dX by the implicit
-    function theorem equal central differences of converged fits."""
+    """Fixed means and partial labels: d(fit)/d(the fixed means) and a directional d(fit)/dX by
+    the implicit function theorem equal central differences of converged fits."""
     X = jnp.asarray(data[0])
     model = jaxem.GaussianMixture(2)
+    labels = data[2]
 
     def loss(X, means):
-        r = jaxem.fit(model, start._replace(means=means), X, fixed=("means",), tol=0,
-                      max_iter=300)
+        r = jaxem.fit(model, start._replace(means=means), X, fixed=("means",), labels=labels,
+                      tol=0, max_iter=300)
         return (jnp.sum(r.params.covariances[:, 0, :])
                 + jnp.sum(r.params.weights * r.params.means[:, 0]))
 

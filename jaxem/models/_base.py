@@ -129,8 +129,9 @@ class Model:
         """The point `sufficient_statistics` takes its moments about by default (None: none)."""
         return None
 
-    def _statistics(self, params, X, weights):
-        """`sufficient_statistics` of checked data about the default reference (fused route)."""
+    def _statistics(self, params, X, weights, labels=None):
+        """`sufficient_statistics` of checked data about the default reference (fused route);
+        ``labels`` (families with components): see `jaxem._labels`."""
         raise NotImplementedError(
             f"{type(self).__name__} has no closed-form M-step; fit it with "
             "m_step=jaxem.GradientMStep(optimizer).")
