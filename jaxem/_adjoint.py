@@ -19,6 +19,15 @@ mean log-likelihood, F(θ) = ∇_θ ℓ(θ; X, w) / Σw = 0, and the solve uses 
 
 The gradient is exact only at a fixed point: a fit that stopped on ``max_iter`` reports
 ``Status.MAX_ITER_REACHED``, and its implicit gradient is an approximation.
+
+Partial labels (``jaxem.fit(..., labels=...)``) are part of T (they clamp its E-step) and are not
+differentiated (integers). Fixed fields (``fixed=...``) are inputs of the fit, not unknowns: with
+c their held values and θ_f the free fields, the root equation is F(θ_f; X, w, c) = T(θ_f, c)_f - θ_f
+(for generalized EM: the gradient of the log-likelihood with respect to θ_f at (θ_f, c)), solved
+for the free fields only. So the fitted fixed fields have derivative 1 with respect to the values
+passed in and 0 with respect to X and w, and the free fields' derivatives with respect to c come
+from the same solve (how the fit moves when a held value changes); the derivative with respect
+to the starting values of the free fields stays 0.
 """
 
 from __future__ import annotations
@@ -26,19 +35,29 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._mstep import ClosedFormMStep
+from ._fixed import free_part, with_free
+from ._labels import with_labels
+from ._mstep import ClosedFormMStep, em_map
+from ._prior import log_posterior_sum
 
 
 def _tree_sub(a, b):
     return jax.tree_util.tree_map(jnp.subtract, a, b)
 
 
-def root_function(model, updater, X, w):
-    """F(θ) whose root is the EM fixed point (closes over X and w, the differentiated inputs)."""
+def root_function(model, updater, X, w, labels=None, anchor=None):
+    """F whose root is the EM fixed point (closes over X and w, the differentiated inputs;
+    ``labels`` clamp the E-step). Without ``anchor``: F(θ) over all of θ. With ``anchor`` (params
+    holding the values c of the updater's fixed fields): F over the free fields only, a dict
+    ``{name: value}`` -> dict, at θ|c (see the module docstring)."""
+    fixed = getattr(updater, "fixed", ()) if anchor is not None else ()
+    full = (lambda free: with_free(anchor, free)) if fixed else (lambda theta: theta)
+    part = (lambda theta: free_part(theta, fixed)) if fixed else (lambda theta: theta)
     if isinstance(updater, ClosedFormMStep):
-        return lambda theta: _tree_sub(model.em_update(theta, X, w)[0], theta)
-    total = jnp.sum(w)
-    return jax.grad(lambda theta: model.log_likelihood(theta, X, w) / total)
+        return lambda v: _tree_sub(part(em_map(model, full(v), X, w, labels, fixed)[0]), v)
+    total = jnp.sum(w)  # generalized EM: a stationary point of the log posterior (prior=)
+    return jax.grad(lambda v: log_posterior_sum(
+        model, full(v), model.log_likelihood(full(v), X, w, **with_labels(labels))) / total)
 
 
 def _gmres(matvec, b):
@@ -60,27 +79,37 @@ def tangent_solve(g, y):
     return jax.lax.custom_linear_solve(g, y, _gmres, transpose_solve=_gmres)
 
 
-def implicit_params(model, theta_star, X, w, *, updater):
+def implicit_params(model, theta_star, X, w, *, updater, labels=None, anchor=None):
     """Return ``theta_star`` (a converged EM fixed point) with derivatives w.r.t. X and w from the
     implicit function theorem: dθ* = -(∂F/∂θ)⁻¹ (∂F/∂X dX + ∂F/∂w dw).
 
     The forward loop has already run on stop-gradient inputs; this identity only attaches the
     tangent rule. The derivative with respect to the starting parameters is zero: a fixed point does
-    not depend on where EM started, within its basin.
+    not depend on where EM started, within its basin; except for the values of the updater's fixed
+    fields, read from ``anchor`` (the starting params), which the fixed point does depend on.
     """
+    if not getattr(updater, "fixed", ()):
+        anchor = None
 
     @jax.custom_jvp
-    def attach(theta, X, w):
+    def attach(theta, X, w, labels, anchor):
         return theta
 
     @attach.defjvp
     def _(primals, tangents):
-        theta, X, w = primals
-        _, dX, dw = tangents
-        _, b = jax.jvp(lambda X, w: root_function(model, updater, X, w)(theta), (X, w), (dX, dw))
-        F = root_function(model, updater, X, w)
-        matvec = lambda v: jax.jvp(F, (theta,), (v,))[1]
+        theta, X, w, labels, anchor = primals
+        _, dX, dw, _, da = tangents
+        F_of = lambda X, w, a: root_function(model, updater, X, w, labels, a)
+        if anchor is None:
+            v = theta
+            _, b = jax.jvp(lambda X, w: F_of(X, w, None)(v), (X, w), (dX, dw))
+        else:  # unknowns: the free fields; the fixed ones' tangent is that of their values
+            v = free_part(theta, updater.fixed)
+            _, b = jax.jvp(lambda X, w, a: F_of(X, w, a)(v), (X, w, anchor), (dX, dw, da))
+        F = F_of(X, w, anchor)
+        matvec = lambda u: jax.jvp(F, (v,), (u,))[1]
         neg_b = jax.tree_util.tree_map(jnp.negative, b)
-        return theta, tangent_solve(matvec, neg_b)
+        dv = tangent_solve(matvec, neg_b)
+        return theta, (dv if anchor is None else with_free(da, dv))
 
-    return attach(jax.lax.stop_gradient(theta_star), X, w)
+    return attach(jax.lax.stop_gradient(theta_star), X, w, labels, anchor)

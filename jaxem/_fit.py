@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -12,6 +13,8 @@ from . import _shard
 from ._adjoint import implicit_params
 from ._checks import positive_int, tolerance
 from ._compile import compiled
+from ._fixed import check_fixed
+from ._labels import check_labels, labels_status, with_labels
 from ._missing import allows_missing
 from ._mstep import ClosedFormMStep
 from ._prior import log_posterior_sum, resolve
@@ -88,7 +91,7 @@ class _State(NamedTuple):
     status: jax.Array
 
 
-def _init_state(model, updater, params, X, w, max_iter, data_checked=False):
+def _init_state(model, updater, params, X, w, max_iter, data_checked=False, labels=None):
     dtype = X.dtype
     return _State(
         i=jnp.int32(0),
@@ -102,7 +105,8 @@ def _init_state(model, updater, params, X, w, max_iter, data_checked=False):
         # program; under jit non-finite starting params are invalid input.
         status=jnp.int32(0) if data_checked else status_of_data(
             X, w, getattr(model, "n_components", None), allow_nan=allows_missing(model))
-        | flag(~_all_finite(params), Status.INVALID_INPUT),
+        | flag(~_all_finite(params), Status.INVALID_INPUT)
+        | labels_status(None if data_checked else labels, getattr(model, "n_components", 0)),
     )
 
 
@@ -111,10 +115,11 @@ def _active(state: _State, max_iter: int):
     return (state.i < max_iter) & ~state.converged & ((state.status & int(FATAL)) == 0)
 
 
-def _step(model, updater, X, w, total_w, tol, state: _State):
+def _step(model, updater, X, w, total_w, tol, state: _State, labels=None):
     """One EM iteration with the non-finite guard and the scikit-learn convergence test; returns
     the new state and the mean log-likelihood at ``state.params``."""
-    new, mstate, ll_sum, st = updater.update(model, state.params, state.mstate, X, w)
+    new, mstate, ll_sum, st = updater.update(model, state.params, state.mstate, X, w,
+                                             **with_labels(labels))
     ll = ll_sum / total_w
     ok_ll = jnp.isfinite(ll)
     ok = _all_finite((ll, new))  # ll and the new params
@@ -139,15 +144,15 @@ def _step(model, updater, X, w, total_w, tol, state: _State):
 
 
 def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progress=False,
-           final_log_likelihood=True, data_checked=False):
+           final_log_likelihood=True, data_checked=False, labels=None):
     """The bare loop (no validation, no adjoint): returns a `FitResult`.
 
     With a closed-form M-step the final log-likelihood (at the returned parameters) comes from one
     more pass of the loop body after the last iteration, so no separate evaluation is compiled.
     """
     total_w = jnp.sum(w)
-    state = _init_state(model, updater, params, X, w, max_iter, data_checked)
-    step = lambda s: _step(model, updater, X, w, total_w, tol, s)
+    state = _init_state(model, updater, params, X, w, max_iter, data_checked, labels)
+    step = lambda s: _step(model, updater, X, w, total_w, tol, s, labels)
     if progress:  # Python-level: no callback in the program when off
         step = with_progress(step, lambda s: _active(s, max_iter), max_iter)
     nan = jnp.full((), jnp.nan, X.dtype)
@@ -173,8 +178,8 @@ def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progr
     status = state.status | flag(~state.converged & (tol > 0), Status.MAX_ITER_REACHED)
     status = where((status & int(FATAL)) != 0, status & ~int(Status.MAX_ITER_REACHED), status)
     if final_ll is None:
-        final_ll = (log_posterior_sum(model, state.params, model.log_likelihood(state.params, X, w))
-                    / total_w if final_log_likelihood else nan)
+        final_ll = (log_posterior_sum(model, state.params, model.log_likelihood(
+            state.params, X, w, **with_labels(labels))) / total_w if final_log_likelihood else nan)
     trace = _unroll_trace(state.trace, state.i, max_iter)
     return FitResult(state.params, final_ll, state.i, state.converged, trace, status)
 
@@ -192,6 +197,8 @@ def fit(
     adjoint: str = "implicit",
     progress: bool = False,
     accelerate: str | None = None,
+    labels=None,
+    fixed=(),
 ) -> FitResult:
     """Fit ``model`` to ``X`` by EM (Dempster, Laird & Rubin 1977), starting from ``params``.
 
@@ -232,6 +239,21 @@ def fit(
         log-likelihood at the start of cycle i, ``n_iter`` counts cycles (3 EM steps each), and
         ``tol`` applies to the change per cycle. Far fewer EM steps when EM converges slowly
         (overlapping components, small noise in PPCA/FA); no gain when it is already fast.
+      labels: partial labels (semi-supervised EM, `jaxem._labels`): integer ``(N,)`` for
+        mixtures, ``(S, T)`` (or ``(T,)``) for HMMs; -1 = unknown, k = the row's (the step's)
+        component is known to be k: its posterior is clamped to one-hot on k (for HMMs the
+        other states' emission log-densities at that step are masked). The log-likelihood
+        (``trace``, ``log_likelihood``) is then Σ_unlabelled w log p(x) + Σ_labelled w log p(x,
+        z=y), which EM never decreases. Not for PPCA/FactorAnalysis (no components). Works
+        under jit and vmap (labels batched); out-of-range values give ``Status.INVALID_INPUT``.
+      fixed: names of fields of ``params`` kept at their starting values (hmmlearn's ``params=``
+        letters, by field name; e.g. ``("weights",)``, ``("means",)``, ``("transition_matrix",)``):
+        an ECM fit (Meng & Rubin 1993; `jaxem._fixed`), monotone like EM. The closed-form M-steps
+        compute the free fields given the fixed ones (a Gaussian mixture's covariances about fixed
+        means; PPCA/FA loadings and noise about a fixed mean); `GradientMStep` does not move them.
+        They come back bit for bit; under ``adjoint="implicit"`` their derivative is 1 with
+        respect to the values passed in (0 with respect to X and w), and the free fields'
+        derivatives with respect to those values are exact (`jaxem._adjoint`).
 
     Returns:
       A `FitResult`.
@@ -264,6 +286,9 @@ def fit(
         validate(X, w, model.n_components, allow_nan=allows_missing(model))
         model.check_data(X)
         model.check_params(params)
+    if labels is not None:
+        labels = check_labels(model, labels, w)
+    fixed = check_fixed(params, fixed)
     check_params_finite(params)
     model = resolve(model, X, w)  # prior="default": `jaxem.default_prior` of this data
     params = _cast_params(params, X.dtype)
@@ -272,6 +297,8 @@ def fit(
     max_iter = positive_int("max_iter", max_iter)
     tolerance(tol)
     updater = ClosedFormMStep() if m_step is None else m_step
+    if fixed:
+        updater = _with_fixed(updater, fixed)
     if accelerate == "squarem":
         updater = Squarem(updater)
     elif accelerate is not None:
@@ -284,8 +311,16 @@ def fit(
     static = dict(max_iter=int(max_iter), updater=updater, adjoint=adjoint, progress=bool(progress),
                   data_checked=is_concrete(X, w), rows=rows)  # `validate` raised for bad data
     if _hashable(model) and _hashable(updater):
-        return _fit_compiled(model, params, X, w, tol, **static)
-    return _fit_impl(model, params, X, w, tol, **static)  # unhashable user objects: no cache
+        return _fit_compiled(model, params, X, w, tol, labels, **static)
+    return _fit_impl(model, params, X, w, tol, labels, **static)  # unhashable user objects: no cache
+
+
+def _with_fixed(updater, fixed: tuple):
+    """``updater`` holding ``fixed`` (together with any fields it already holds)."""
+    if not hasattr(updater, "fixed"):
+        raise ValueError(f"fixed= needs an M-step that can hold fields fixed (None or "
+                         f"jaxem.GradientMStep); {type(updater).__name__} has no `fixed`.")
+    return dataclasses.replace(updater, fixed=tuple(sorted(set(updater.fixed) | set(fixed))))
 
 
 def _cast_params(params, dtype):
@@ -306,45 +341,48 @@ def _hashable(x) -> bool:
         return False
 
 
-def _fit_impl(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked,
-              rows=None):
+def _fit_impl(model, params, X, w, tol, labels=None, *, max_iter, updater, adjoint, progress,
+              data_checked, rows=None):
     # Rows split over devices: every streamed row reduction traced below is data-parallel.
-    return _shard.traced(rows, lambda params, X, w, tol: _fit_rows(
-        model, params, X, w, tol, max_iter=max_iter, updater=updater, adjoint=adjoint,
-        progress=progress, data_checked=data_checked), params, X, w, tol)
+    return _shard.traced(rows, lambda params, X, w, tol, labels: _fit_rows(
+        model, params, X, w, tol, labels, max_iter=max_iter, updater=updater, adjoint=adjoint,
+        progress=progress, data_checked=data_checked), params, X, w, tol, labels)
 
 
-def _fit_rows(model, params, X, w, tol, *, max_iter, updater, adjoint, progress, data_checked):
+def _fit_rows(model, params, X, w, tol, labels=None, *, max_iter, updater, adjoint, progress,
+              data_checked):
     kw = dict(max_iter=max_iter, tol=tol, updater=updater, progress=progress,
-              data_checked=data_checked)
+              data_checked=data_checked, labels=labels)
     if adjoint == "unrolled":
         return run_em(model, params, X, w, unrolled=True, **kw)
     # Implicit: the loop sees no tangents; derivatives are attached at the fixed point.
     sg = jax.lax.stop_gradient
     in_loop = isinstance(updater, ClosedFormMStep)  # the loop evaluates the final log-likelihood
     r = run_em(model, sg(params), sg(X), sg(w), final_log_likelihood=in_loop, **kw)
-    theta = implicit_params(model, r.params, X, w, updater=getattr(updater, "inner", updater))
+    theta = implicit_params(model, r.params, X, w, updater=getattr(updater, "inner", updater),
+                            labels=labels, anchor=params)
     return r._replace(params=theta, log_likelihood=_mean_log_likelihood(
-        model, theta, X, w, r.log_likelihood if in_loop else None))
+        model, theta, X, w, r.log_likelihood if in_loop else None, labels))
 
 
-def _mean_log_likelihood(model, theta, X, w, value=None):
+def _mean_log_likelihood(model, theta, X, w, value=None, labels=None):
     """(1/Σw) log p(X | θ), differentiable in θ, X and w. With ``value`` (already computed by the
     loop) the evaluation is traced only when something is differentiated."""
-    f = lambda theta, X, w: log_posterior_sum(
-        model, theta, model.log_likelihood(theta, X, w)) / jnp.sum(w)
+    f = lambda theta, X, w, labels: log_posterior_sum(
+        model, theta, model.log_likelihood(theta, X, w, **with_labels(labels))) / jnp.sum(w)
     if value is None:
-        return f(theta, X, w)
+        return f(theta, X, w, labels)
 
     @jax.custom_jvp
-    def known(theta, X, w, value):
+    def known(theta, X, w, value, labels):  # labels an argument: a rule closing over a tracer fails
         return value
 
     @known.defjvp
     def _(primals, tangents):
-        return primals[3], jax.jvp(f, primals[:3], tangents[:3])[1]
+        return primals[3], jax.jvp(lambda t, X, w: f(t, X, w, primals[4]), primals[:3],
+                                   tangents[:3])[1]
 
-    return known(theta, X, w, jax.lax.stop_gradient(value))
+    return known(theta, X, w, jax.lax.stop_gradient(value), labels)
 
 
 # Compiled once per (model, shapes, static options) and reused by eager calls; inside a caller's

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from . import _shard
+from ._fixed import maximize_fixed, restore
+from ._labels import with_labels
 from ._prior import log_posterior_sum, log_prior
 from ._status import Status, flag
 from ._where import select, where
@@ -15,24 +17,43 @@ from ._where import select, where
 
 @dataclasses.dataclass(frozen=True)
 class ClosedFormMStep:
-    """The model's own closed-form maximiser of Q (its fused, streamed ``em_update``)."""
+    """The model's own closed-form maximiser of Q (its fused, streamed ``em_update``).
+
+    ``fixed``: names of params fields held at their values (ECM; see `jaxem._fixed`)."""
+
+    fixed: tuple = ()
 
     def init(self, model, params, X, w):
         return ()
 
-    def update(self, model, params, state, X, w):
+    def update(self, model, params, state, X, w, labels=None):
         """Returns ``(new_params, new_state, log_likelihood_at_params, status)``.
 
         With X split by rows over devices (`jaxem._shard`), the statistics are each device's
-        rows' sum and ONE all-reduce; the M-step runs replicated."""
-        rows = _shard.current()
-        if _shard.applies(rows, X.shape[0]) and _has_statistics(model):
-            st = _shard.reduce_rows(rows, lambda X, w: model._statistics(params, X, w), (X, w))
-            new, status = model._maximize(st, params)
-            ll = log_posterior_sum(model, params, st.log_likelihood.astype(X.dtype))
-        else:
-            new, ll, status = model.em_update(params, X, w)
+        rows' sum and ONE all-reduce; the M-step runs replicated. ``labels`` (row-aligned with
+        ``w``; -1 unknown) clamp the posteriors (`jaxem._labels`)."""
+        new, ll, status = em_map(model, params, X, w, labels, self.fixed)
         return new, state, ll, jnp.asarray(status, jnp.int32)
+
+
+def em_map(model, params, X, w, labels=None, fixed=()):
+    """One EM iteration T(θ) = maximize(statistics(θ)): ``(new_params, log_likelihood, status)``,
+    with ``labels`` clamping the posteriors and the ``fixed`` fields held (the map `jaxem.fit`
+    iterates and the implicit adjoint differentiates)."""
+    rows = _shard.current()
+    if _shard.applies(rows, X.shape[0]) and _has_statistics(model):
+        if labels is None:
+            st = _shard.reduce_rows(rows, lambda X, w: model._statistics(params, X, w), (X, w))
+        else:
+            st = _shard.reduce_rows(
+                rows, lambda X, l, w: model._statistics(params, X, w, labels=l), (X, labels, w))
+    elif labels is None and not fixed:
+        return model.em_update(params, X, w)
+    else:
+        st = model._statistics(params, X, w, **with_labels(labels))
+    new, status = maximize_fixed(model, st, params, fixed)
+    # with a prior: + log p(θ) (the log posterior, which MAP EM increases; em_update adds it too)
+    return new, log_posterior_sum(model, params, st.log_likelihood.astype(X.dtype)), status
 
 
 def _has_statistics(model) -> bool:
@@ -85,6 +106,9 @@ class GradientMStep:
       num_steps: optimizer updates per EM iteration (static).
       reset_state: re-initialise the optimizer state at every EM iteration.
       safe: keep the best iterate in Q, never one that lowered it.
+      fixed: names of params fields the optimizer does not move (set by ``jaxem.fit(...,
+        fixed=...)``): Q is differentiated with them held constant and they are restored after
+        every update (also after ``finish_m_step``), so they keep their values bit for bit.
 
     Example:
       >>> import jax, optax, jaxem
@@ -97,6 +121,7 @@ class GradientMStep:
     num_steps: int = 10
     reset_state: bool = False
     safe: bool = False
+    fixed: tuple = ()
 
     def __post_init__(self):
         if not (hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")):
@@ -110,14 +135,18 @@ class GradientMStep:
     def init(self, model, params, X, w):
         return self.optimizer.init(params)
 
-    def update(self, model, params, state, X, w):
-        """Returns ``(new_params, new_state, log_likelihood_at_params, status)``."""
-        posterior, ll = model.e_step(params, X, w)
+    def update(self, model, params, state, X, w, labels=None):
+        """Returns ``(new_params, new_state, log_likelihood_at_params, status)``; ``labels``
+        clamp the E-step's posterior (`jaxem._labels`)."""
+        posterior, ll = model.e_step(params, X, w, **with_labels(labels))
         ll = log_posterior_sum(model, params, ll)
         posterior = jax.lax.stop_gradient(posterior)
         total_w = jnp.sum(w)
+        fixed = self.fixed
+        held = jax.lax.stop_gradient(params)
 
-        def f(p):  # -(Q(p, θ_old) + log p̃(p)) / Σw (with a prior: MAP generalized EM)
+        def f(p):  # -(Q(p, θ_old) + log p̃(p)) / Σw (with a prior: MAP generalized EM), the
+            p = restore(p, held, fixed)  # fixed fields held (zero gradient for them)
             return -(model.q_function(p, posterior, X, w) + log_prior(model, p)) / total_w
 
         import optax  # imported on use: a closed-form fit never needs it (0.1 s of `import jaxem`)
@@ -136,7 +165,7 @@ class GradientMStep:
             best = select(better, p, best)
             best_f = where(better, value, best_f)
             updates, s = opt.update(grad, s, p, value=value, grad=grad, value_fn=f)
-            return (optax.apply_updates(p, updates), s, best, best_f), value
+            return (restore(optax.apply_updates(p, updates), params, fixed), s, best, best_f), value
 
         inf = jnp.asarray(jnp.inf, ll.dtype)
         (last, state, best, best_f), values = jax.lax.scan(
@@ -160,7 +189,7 @@ class GradientMStep:
             new = last
         finish = getattr(model, "finish_m_step", None)  # closed-form parts (jaxem.HMM's π and A)
         if finish is not None:
-            new = finish(new, posterior, X, w)
+            new = restore(finish(new, posterior, X, w), params, fixed)
         return new, state, ll, status
 
 

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._fixed import restore
 from ._status import Status
 from ._where import all_finite, select, where
 
@@ -58,9 +59,15 @@ class Squarem:
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
         return SquaremState(self.inner.init(model, params, X, w), jnp.ones((), dtype))
 
-    def update(self, model, params, state: SquaremState, X, w):
+    @property
+    def fixed(self) -> tuple:
+        """The inner step's fixed fields (their r = v = 0: extrapolation never moves them)."""
+        return getattr(self.inner, "fixed", ())
+
+    def update(self, model, params, state: SquaremState, X, w, labels=None):
         """One cycle: returns ``(next θ₀, state, log-likelihood at θ₀, status)``."""
-        T = lambda p, s: self.inner.update(model, p, s, X, w)
+        kw = {} if labels is None else {"labels": labels}
+        T = lambda p, s: self.inner.update(model, p, s, X, w, **kw)
         t1, s1, ll0, st0 = T(params, state.inner)
         t2, s2, ll1, st1 = T(t1, s1)
         sub = lambda a, b: jax.tree_util.tree_map(jnp.subtract, a, b)
@@ -70,7 +77,7 @@ class Squarem:
         sr2, sv2 = _vdot(r, r), _vdot(v, v)
         alpha = jnp.sqrt(sr2 / where(sv2 > 0, sv2, 1.0)).astype(dtype)
         alpha = jnp.clip(where((sv2 > 0) & jnp.isfinite(alpha), alpha, 1.0), 1.0, state.step_max)
-        t_ext = _combine(params, r, v, alpha)
+        t_ext = restore(_combine(params, r, v, alpha), params, self.fixed)  # fixed: bit for bit
         t3, s3, ll_ext, st3 = T(t_ext, s2)
         # Accept the extrapolation when it is at least as good as θ₀ and its EM step is finite.
         ok = jnp.isfinite(ll_ext) & (ll_ext >= ll0) & all_finite(t3)

@@ -29,10 +29,10 @@ class Status(enum.IntFlag):
 
 _MESSAGES = {
     Status.INVALID_INPUT: (
-        "invalid input: X or weights contain NaN/inf, weights are negative, or the starting "
-        "parameters are not finite; the parameters were returned unchanged. Clean the data (drop "
-        "or impute non-finite rows, use weight 0 for padding), start from finite parameters, and "
-        "fit again."
+        "invalid input: X or weights contain NaN/inf, weights are negative, the starting "
+        "parameters are not finite, or labels lie outside [-1, n_components); the parameters "
+        "were returned unchanged. Clean the data (drop or impute non-finite rows, use weight 0 "
+        "for padding, -1 for unknown labels), start from finite parameters, and fit again."
     ),
     Status.NONFINITE: (
         "non-finite values appeared during EM (usually a singular covariance, or values beyond "

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from .._checks import optional_positive_int, param_shapes, positive_int
-from .._chunk import chunked_map, chunked_sum
+from .._chunk import chunked_map, chunked_sum, chunked_sum_rows
+from .._labels import clamp, with_labels
 from .._missing import allows_missing, complete_rows
 from .._validate import as_data, finite_rows, is_concrete
 from .._where import where
@@ -131,8 +132,9 @@ class Model:
         """The point `sufficient_statistics` takes its moments about by default (None: none)."""
         return None
 
-    def _statistics(self, params, X, weights):
-        """`sufficient_statistics` of checked data about the default reference (fused route)."""
+    def _statistics(self, params, X, weights, labels=None):
+        """`sufficient_statistics` of checked data about the default reference (fused route);
+        ``labels`` (families with components): see `jaxem._labels`."""
         raise NotImplementedError(
             f"{type(self).__name__} has no closed-form M-step; fit it with "
             "m_step=jaxem.GradientMStep(optimizer).")
@@ -141,12 +143,12 @@ class Model:
         """``(maximize(stats, params), status)``."""
         raise NotImplementedError
 
-    def em_update(self, params, X, weights):
+    def em_update(self, params, X, weights, labels=None):
         """One EM iteration, `maximize` ∘ `sufficient_statistics`: returns ``(new_params,
-        log_likelihood_at_params, status)``."""
+        log_likelihood_at_params, status)`` (``labels``: see `jaxem._labels`)."""
         from .._prior import log_posterior_sum
 
-        st = self._statistics(params, X, weights)
+        st = self._statistics(params, X, weights, **with_labels(labels))
         new, status = self._maximize(st, params)
         # with a prior: + log p(θ) (the log posterior, which MAP EM increases)
         return new, log_posterior_sum(self, params, st.log_likelihood.astype(X.dtype)), status
@@ -159,17 +161,25 @@ class Mixture(Model):
       E-step:  r_nk = exp(ℓ_nk - logsumexp_k ℓ_nk)            (responsibilities)
       Q(θ, θ_old) = Σ_n w_n Σ_k r_nk ℓ_nk(θ)
       log p(X | θ) = Σ_n w_n logsumexp_k ℓ_nk(θ)
+    With partial labels (``labels (N,)``, -1 unknown; `jaxem._labels`) ℓ_nk = -inf for k ≠ y_n on a
+    labelled row: its responsibilities are one-hot on y_n and its log-likelihood term is
+    log p(x_n, z_n = y_n | θ).
     """
+
+    _supports_labels = True
 
     def log_joint_matrix(self, params, X) -> jax.Array:
         """``(N, K)`` matrix of log p(x_n, z_n = k | params)."""
         raise NotImplementedError
 
-    def e_step(self, params, X, weights=None):
-        """Responsibilities ``(N, K)`` (rows sum to one) and the weighted log-likelihood."""
+    def e_step(self, params, X, weights=None, *, labels=None):
+        """Responsibilities ``(N, K)`` (rows sum to one) and the weighted log-likelihood.
+
+        ``labels (N,)`` (-1 unknown): a labelled row's responsibilities are one-hot on its label
+        and its term of the log-likelihood is log p(x_n, z_n = y_n) (`jaxem._labels`)."""
         X, w = as_data(X, weights, self.n_features(params))
         self.check_params(params)
-        lj = self.log_joint_matrix(params, X)
+        lj = clamp(self.log_joint_matrix(params, X), labels)
         lse = jax.scipy.special.logsumexp(lj, axis=1)
         resp = jnp.exp(lj - lse[:, None])
         return resp, jnp.sum(where(w > 0, w * lse, 0.0))
@@ -208,17 +218,22 @@ class Mixture(Model):
         return chunked_map(lambda x: jax.scipy.special.logsumexp(lj(x), axis=1), X,
                            self.chunk_size, self._width(X))
 
-    def log_likelihood(self, params, X, weights=None):
-        """Weighted sum over samples of log p(x_n | params), streamed over row blocks."""
+    def log_likelihood(self, params, X, weights=None, *, labels=None):
+        """Weighted sum over samples of log p(x_n | params), streamed over row blocks; with
+        ``labels (N,)`` (-1 unknown) a labelled row contributes log p(x_n, z_n = y_n | params)."""
         X, w = as_data(X, weights, self.n_features(params))
         self.check_params(params)
         lj = self._log_joint_fn(params)
 
-        def block(x, wb):
-            lse = jax.scipy.special.logsumexp(lj(x), axis=1)
+        def block(x, lb, wb):
+            lse = jax.scipy.special.logsumexp(clamp(lj(x), lb), axis=1)
             return jnp.sum(where(wb > 0, wb * lse, 0.0))
 
-        return chunked_sum(block, X, w, self.chunk_size, self._width(X))
+        if labels is None:
+            return chunked_sum(lambda x, wb: block(x, None, wb), X, w, self.chunk_size,
+                               self._width(X))
+        return chunked_sum_rows(block, (X, jnp.asarray(labels), w), self.chunk_size,
+                                self._width(X))
 
     def predict_proba(self, params, X):
         """``(N, K)`` responsibilities p(z_n = k | x_n)."""

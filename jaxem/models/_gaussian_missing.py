@@ -21,7 +21,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .._chunk import chunked_map_sum, chunked_sum
+from .._chunk import chunked_map_sum, chunked_sum_rows
+from .._labels import clamp
 from .._missing import split, sweep
 from .._where import where
 from ._base import weighted_posterior
@@ -75,16 +76,17 @@ def log_joint_fn(model, params):
     return fn
 
 
-def statistics(model, params, X, w, acc):
-    """`GaussianMixtureStatistics` (about the means) of data with NaN entries, in dtype ``acc``."""
+def statistics(model, params, X, w, acc, labels=None):
+    """`GaussianMixtureStatistics` (about the means) of data with NaN entries, in dtype ``acc``;
+    ``labels (N,)`` (-1 unknown) clamp the labelled rows' responsibilities (`jaxem._labels`)."""
     from .gaussian_mixture import GaussianMixtureStatistics
 
     ct = model.covariance_type
 
-    def block(x, wb):
+    def block(x, lb, wb):
         x0, o, wb = split(x, wb)
         lj, d, C = _parts(model, params, x0, o, with_cov=True)
-        rw, ll = weighted_posterior(lj, wb)
+        rw, ll = weighted_posterior(clamp(lj, lb), wb)
         nk = jnp.sum(rw, 0)
         sx = jnp.einsum("nk,nkd->kd", rw, d)
         if ct == "full":
@@ -97,7 +99,11 @@ def statistics(model, params, X, w, acc):
         tot = jnp.sum(wb)
         return jax.tree_util.tree_map(lambda a: a.astype(acc), (nk, sx, sxx, ll, tot))
 
-    nk, sx, sxx, ll, total = chunked_sum(block, X, w, model.chunk_size, width(model, X))
+    if labels is None:
+        f, rows = (lambda x, wb: block(x, None, wb)), (X, w)
+    else:
+        f, rows = block, (X, jnp.asarray(labels), w)
+    nk, sx, sxx, ll, total = chunked_sum_rows(f, rows, model.chunk_size, width(model, X))
     return GaussianMixtureStatistics(nk, sx, sxx, ll, total)
 
 

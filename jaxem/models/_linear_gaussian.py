@@ -275,6 +275,34 @@ class LinearGaussian(Model):
         psi = self._floor(jnp.mean(psi) if self.isotropic else psi, var)
         return self._make(c + b, W, psi), jnp.int32(0)
 
+    def _maximize_fixed(self, st: LatentFactorStatistics, params, fixed):
+        """`_maximize` with ``fixed`` fields held (ECM, `jaxem._fixed`), about c = ``params.mean``.
+        With b = μ - c and the residual r = y - b - W z:
+          μ fixed, W free:  W = (Σ w y E[z]ᵀ - b Σ w E[z]ᵀ) (Σ w E[zzᵀ])⁻¹   (regression without
+                            an intercept);
+          W fixed, μ free:  b = (Σ w y - W Σ w E[z]) / Σ w;
+          then ψ_d = Σ_n w_n E[r_nd²] / Σ w (its mean for PPCA), at the new μ and W. The noise
+        does not enter the maximisers of μ and W, so a fixed noise alone is just restored (by
+        the caller)."""
+        if "mean" not in fixed and "W" not in fixed:
+            return self._maximize(st, params)
+        c = params.mean
+        s0 = st.total_weight
+        Sz, Szz, Sy, Syz, Syy = st.sum_z, st.sum_zz, st.sum_y, st.sum_yz, st.sum_yy
+        if "W" in fixed:
+            W = params.W
+            b = jnp.zeros_like(c) if "mean" in fixed else (Sy - W @ Sz) / s0
+        else:
+            b = jnp.zeros_like(c)  # μ fixed at c
+            LS = jnp.linalg.cholesky(Szz)
+            W = jax.scipy.linalg.cho_solve((LS, True), (Syz - b[:, None] * Sz[None, :]).T).T
+        WS = W @ Sz
+        R = (Syy - 2 * b * Sy - 2 * jnp.sum(W * Syz, 1) + s0 * b * b + 2 * b * WS
+             + jnp.sum((W @ Szz) * W, 1))
+        var = Syy / s0 - (Sy / s0) ** 2
+        psi = self._floor(jnp.mean(R / s0) if self.isotropic else R / s0, var)
+        return self._make(c + b, W, psi), jnp.int32(0)
+
     @staticmethod
     def _floor(psi, var):
         """Noise variances floored at 10·eps of the mean feature variance: keeps Ψ⁻¹ finite when a

@@ -53,6 +53,7 @@ from .._checks import positive_int
 from .._chunk import chunked_sum_rows
 from .._compile import compiled
 from .._init import _hard_start
+from .._labels import clamp
 from .._status import Status, flag
 from .._validate import (as_data, check_init_result, check_sample_params, finite_rows,
                          is_concrete, validate)
@@ -208,15 +209,17 @@ class MixtureLinearGaussian(Mixture):
         """(N, K) log π_k + log N(x_n | μ_k, W_k W_kᵀ + Ψ_k)."""
         return self._log_joint_fn(params)(X)
 
-    def e_step(self, params, X, weights=None):
-        """The posterior q(k, z_n) (a `MixtureFactorPosterior`) and the weighted log-likelihood."""
+    def e_step(self, params, X, weights=None, *, labels=None):
+        """The posterior q(k, z_n) (a `MixtureFactorPosterior`) and the weighted log-likelihood
+        (``labels (N,)``, -1 unknown: a labelled row's h_n is one-hot, `jaxem._labels`)."""
         X, w = as_data(X, weights, self.n_features(params))
         self.check_params(params)
-        return _run(self, "_e_step", params, X, w)
+        return _run(self, "_e_step", params, X, w, labels)
 
-    def _e_step(self, params, X, w):
+    def _e_step(self, params, X, w, labels=None):
         g = self._geometry(params)
         _, m, lj = self._rows(g, X)
+        lj = clamp(lj, labels)
         lse = jax.scipy.special.logsumexp(lj, axis=1)
         resp = jnp.exp(lj - lse[:, None])
         post = MixtureFactorPosterior(resp, m, self._posterior_cov(g.Linv))
@@ -247,13 +250,14 @@ class MixtureLinearGaussian(Mixture):
     def _score_samples(self, params, X):
         return super().score_samples(params, X)
 
-    def log_likelihood(self, params, X, weights=None):
-        """Weighted sum over samples of log p(x_n | params), streamed over row blocks."""
+    def log_likelihood(self, params, X, weights=None, *, labels=None):
+        """Weighted sum over samples of log p(x_n | params), streamed over row blocks (with
+        ``labels``: log p(x_n, z_n = y_n) for a labelled row, `jaxem._labels`)."""
         X, w = as_data(X, weights, self.n_features(params))
-        return _run(self, "_log_likelihood", params, X, w)
+        return _run(self, "_log_likelihood", params, X, w, labels)
 
-    def _log_likelihood(self, params, X, w):
-        return super().log_likelihood(params, X, w)
+    def _log_likelihood(self, params, X, w, labels=None):
+        return super().log_likelihood(params, X, w, labels=labels)
 
     def q_function(self, params, posterior, X, weights=None):
         """Q = Σ_n w_n Σ_k h_nk (log π_k + E_q[log N(x_n | W_k z + μ_k, Ψ_k) + log N(z | 0, I)])
@@ -303,26 +307,31 @@ class MixtureLinearGaussian(Mixture):
         """Default reference point of `sufficient_statistics`: the means ``(K, D)``."""
         return params.means
 
-    def sufficient_statistics(self, params, X, weights=None, *, reference=None
+    def sufficient_statistics(self, params, X, weights=None, *, reference=None, labels=None
                               ) -> MixtureFactorStatistics:
         """Expected sufficient statistics at ``params`` (a `MixtureFactorStatistics`) about
         ``reference`` ``(K, D)`` (None: ``params.means``); additive over rows that share it.
         `maximize` of them (with the same ``reference``) is one EM iteration."""
         X, w = as_data(X, weights, self.n_features(params))
         self.check_params(params)
-        st = _run(self, "_statistics", params, X, w)
+        st = _run(self, "_statistics", params, X, w, labels)
         return st if reference is None else _shift(st, params.means - reference)
 
-    def _statistics(self, params, X, weights) -> MixtureFactorStatistics:
-        """One pass streamed over row blocks: O(N K D q), no D x D matrix."""
+    def _statistics(self, params, X, weights, labels=None) -> MixtureFactorStatistics:
+        """One pass streamed over row blocks: O(N K D q), no D x D matrix (``labels (N,)``, -1
+        unknown: the labelled rows' log joints masked, `jaxem._labels`)."""
         g = self._geometry(params)
 
-        def block(x, wb):
+        def block(x, lb, wb):
             y, m, lj = self._rows(g, x)
-            rw, ll = weighted_posterior(lj, wb)
+            rw, ll = weighted_posterior(clamp(lj, lb), wb)
             return self._stats(rw, y, m), ll
 
-        (nk, sz, szz, sy, syz, syy), ll = chunked_sum_rows(block, (X, weights), self.chunk_size,
+        if labels is None:
+            f, rows = (lambda x, wb: block(x, None, wb)), (X, weights)
+        else:
+            f, rows = block, (X, jnp.asarray(labels), weights)
+        (nk, sz, szz, sy, syz, syy), ll = chunked_sum_rows(f, rows, self.chunk_size,
                                                            self._width(X))
         szz = szz + nk[:, None, None] * self._posterior_cov(g.Linv)
         return MixtureFactorStatistics(nk, sz, szz, sy, syz, syy, ll, jnp.sum(weights))
@@ -337,6 +346,47 @@ class MixtureLinearGaussian(Mixture):
         then the noise; π_k = N_k / Σ N. Returns ``(params, status)``."""
         c = params.means if reference is None else reference
         return _maximize(st, c, params, self.isotropic, self._make)
+
+    def _maximize_fixed(self, st: MixtureFactorStatistics, params, fixed):
+        """`_maximize` with ``fixed`` fields held (ECM, `jaxem._fixed`), about c_k = μ_k (the fit
+        loop's reference). μ_k and W_k are solved jointly by `_maximize`, so holding one gives the
+        other's conditional maximiser, with b_k = μ_k - c_k:
+          μ fixed, W free:  W_k = Σ w h y mᵀ (Σ w h E[zzᵀ])⁻¹          (b_k = 0, no intercept);
+          W fixed, μ free:  b_k = (Σ w h y - W_k Σ w h m) / N_k;
+        then ψ_kd = Σ_n w_n h_nk E[r_nkd²] / N_k (r = y - b - W z; its mean for PPCA) at the new
+        μ and W. π and Ψ do not enter the maximisers of the others: a fixed weights / noise is
+        just restored (by the caller)."""
+        new, status = self._maximize(st, params)
+        if "means" not in fixed and "loadings" not in fixed:
+            return new, status
+        dtype = st.sum_y.dtype
+        K, q = st.sum_z.shape
+        nk = st.counts
+        eps = 10 * jnp.finfo(dtype).eps
+        nk_e = jnp.maximum(nk, jnp.maximum(eps * jnp.sum(nk), jnp.finfo(dtype).tiny))
+        keep = (nk < eps * jnp.sum(nk)) | ~(params.weights > 0)  # as `_maximize`: unchanged
+        n = nk_e[:, None]
+        Sz, Szz, Sy, Syz, Syy = st.sum_z, st.sum_zz, st.sum_y, st.sum_yz, st.sum_yy
+        if "loadings" in fixed:
+            W = params.loadings.astype(dtype)
+            b = jnp.zeros_like(Sy) if "means" in fixed else (Sy - jnp.einsum(
+                "kdq,kq->kd", W, Sz)) / n
+        else:
+            b = jnp.zeros_like(Sy)
+            A = where(keep[:, None, None], np.eye(q, dtype=dtype), Szz)
+            LAinv = _tri(jnp.linalg.cholesky(A), jnp.broadcast_to(np.eye(q, dtype=dtype), A.shape))
+            W = jnp.einsum("kdi,kji,kjl->kdl", Syz, LAinv, LAinv)
+        WS = jnp.einsum("kdq,kq->kd", W, Sz)
+        R = (Syy - 2 * b * Sy - 2 * jnp.sum(W * Syz, -1) + n * b * b + 2 * b * WS
+             + jnp.sum(jnp.einsum("kdi,kij->kdj", W, Szz) * W, -1))
+        var = Syy / n - (Sy / n) ** 2
+        psi = _floor(jnp.mean(R / n, -1) if self.isotropic else R / n, var, nk_e)
+        c = params.means.astype(dtype)
+        means = where(keep[:, None], new.means, (c + b).astype(new.means.dtype))
+        W = where(keep[:, None, None], new.loadings, W.astype(new.loadings.dtype))
+        psi = where(keep[:, None] if psi.ndim == 2 else keep, new.noise_variance,
+                    psi.astype(new.noise_variance.dtype))
+        return self._make(new.weights, means, W, psi), status
 
     def m_step(self, posterior, X, weights=None, params=None):
         """Closed-form maximiser of Q given the posterior (``params``: only to keep (almost) empty

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from .. import _prior
-from .._chunk import chunked_sum
+from .._chunk import chunked_sum_rows
+from .._labels import clamp
 from .._init import init_from_responsibilities
 from .._status import Status, flag
 from .._validate import as_data, check_sample_params, is_concrete, validate
@@ -67,11 +68,11 @@ class ProductMixture(Mixture):
         X = jnp.asarray(X, lp.dtype)
         return where(jnp.all(self._valid(X) | jnp.isnan(X), axis=1), lp, -jnp.inf)
 
-    def log_likelihood(self, params, X, weights=None):
+    def log_likelihood(self, params, X, weights=None, *, labels=None):
         """Weighted sum of log p(x_n | params): -inf if a row with positive weight lies outside
-        the family's support."""
+        the family's support (``labels``: see `Mixture.log_likelihood`)."""
         X, w = as_data(X, weights, self.n_features(params))
-        ll = super().log_likelihood(params, X, w)
+        ll = super().log_likelihood(params, X, w, labels=labels)
         outside = jnp.any(~jnp.all(self._valid(X) | jnp.isnan(X), axis=1) & (w > 0))
         return where(outside, -jnp.inf, ll)
 
@@ -90,28 +91,31 @@ class ProductMixture(Mixture):
             raise ValueError(self._data_message)
 
     # --- statistics and M-step ------------------------------------------------------------------
-    def sufficient_statistics(self, params, X, weights=None, *, reference=None
+    def sufficient_statistics(self, params, X, weights=None, *, reference=None, labels=None
                               ) -> ProductMixtureStatistics:
         """Expected sufficient statistics at ``params`` (a `ProductMixtureStatistics`), additive
-        over rows (``reference`` is not used: the statistics are first moments)."""
+        over rows (``reference`` is not used: the statistics are first moments). ``labels (N,)``
+        (-1 unknown) clamp the labelled rows' responsibilities (`jaxem._labels`)."""
         X, w = as_data(X, weights, self.n_features(params))
-        return self._statistics(params, X, w)
+        return self._statistics(params, X, w, labels)
 
     @staticmethod
     def _stats(rw, x):
         return jnp.sum(rw, 0), rw.T @ x
 
-    def _statistics(self, params, X, weights) -> ProductMixtureStatistics:
+    def _statistics(self, params, X, weights, labels=None) -> ProductMixtureStatistics:
         """One pass streamed over row blocks; rows outside the support with positive weight are
         counted (``n_invalid``), so that `maximize` refuses them under jit."""
         lj = self._log_joint_fn(params)
 
-        def chunk(x, wc):
-            rw, ll = weighted_posterior(lj(x), wc)
+        def chunk(x, lb, wc):
+            rw, ll = weighted_posterior(clamp(lj(x), lb), wc)
             bad = jnp.sum(where(jnp.all(self._valid(x), 1) | (wc == 0), 0.0, 1.0))
             return self._stats(rw, x), ll, bad
 
-        (nk, sx), ll, bad = chunked_sum(chunk, X, weights, self.chunk_size, self.n_components)
+        rows = (X, weights) if labels is None else (X, jnp.asarray(labels), weights)
+        f = (lambda x, wc: chunk(x, None, wc)) if labels is None else chunk
+        (nk, sx), ll, bad = chunked_sum_rows(f, rows, self.chunk_size, self.n_components)
         return ProductMixtureStatistics(nk, sx, ll, jnp.sum(weights), bad)
 
     def _maximize(self, st: ProductMixtureStatistics, params, reference=None):

@@ -36,6 +36,7 @@ from .. import _prior
 from .._chunk import chunked_sum, chunked_sum_rows
 from .._compile import compiled
 from .._init import init_from_responsibilities
+from .._labels import clamp
 from .._linalg import cholesky_factors
 from .._missing import (allows_missing, check_missing, complete_rows, mean_imputed,
                         observed_weights)
@@ -106,6 +107,14 @@ def _impute(model, params, X):
 
 def _cast(tree, dtype):
     return jax.tree_util.tree_map(lambda a: a.astype(dtype), tree)
+
+
+def _labelled_sum(block, X, w, labels, chunk_size, width):
+    """`chunked_sum` of ``block(x, labels_block or None, w_block)`` (weights last: see
+    `chunked_sum_rows`)."""
+    if labels is None:
+        return chunked_sum(lambda x, wb: block(x, None, wb), X, w, chunk_size, width)
+    return chunked_sum_rows(block, (X, jnp.asarray(labels), w), chunk_size, width)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,7 +441,7 @@ class GaussianMixture(Mixture):
         """Default reference point of `sufficient_statistics`: the means ``(K, D)``."""
         return params.means
 
-    def sufficient_statistics(self, params, X, weights=None, *, reference=None
+    def sufficient_statistics(self, params, X, weights=None, *, reference=None, labels=None
                               ) -> GaussianMixtureStatistics:
         """Expected complete-data sufficient statistics at ``params`` (a `GaussianMixtureStatistics`).
 
@@ -440,10 +449,11 @@ class GaussianMixture(Mixture):
         (``jax.tree_util.tree_map(jnp.add, a, b)``) when the parts share ``reference`` (``(K, D)``;
         None: ``params.means``, which every part at the same ``params`` shares). Taken about the
         reference point, they stay accurate in float32 for data far from the origin.
-        `maximize` of them (with the same ``reference``) is one EM iteration.
+        `maximize` of them (with the same ``reference``) is one EM iteration. ``labels (N,)``
+        (-1 unknown) clamp the labelled rows' responsibilities to one-hot (`jaxem._labels`).
         """
         X, w = as_data(X, weights, self.n_features(params))
-        st = self._statistics(params, X, w)
+        st = self._statistics(params, X, w, labels)
         return st if reference is None else self._shift(st, params.means - reference)
 
     def _shift(self, st: GaussianMixtureStatistics, delta) -> GaussianMixtureStatistics:
@@ -468,31 +478,66 @@ class GaussianMixture(Mixture):
             self._identity_geometry(jnp.asarray(ref, acc)), prev)
         return _cast(new, params.means.dtype), status
 
-    def _statistics(self, params, X, weights) -> GaussianMixtureStatistics:
+    def _maximize_fixed(self, st: GaussianMixtureStatistics, params, fixed):
+        """`_maximize` with ``fixed`` fields held (ECM, `jaxem._fixed`). The weights' and means'
+        maximisers depend on nothing else; the covariances' depend on the means: with the means
+        fixed, Σ_k = Σ_n w_n r_nk (x_n - μ_k)(x_n - μ_k)ᵀ / N_k about the fixed μ_k, i.e. the
+        statistics about the means (their reference in the fit loop) with the first moment
+        zeroed (d_k = 0). The fixed fields are restored by the caller."""
+        if "means" in fixed:
+            st = self._condition_on_means(st, params)
+        return self._maximize(st, params)
+
+    def _condition_on_means(self, st: GaussianMixtureStatistics, params):
+        """Statistics (about the means) whose `_maximize` gives the covariances' maximiser at the
+        fixed means: the first moment zeroed (d_k = 0). With a prior on the means (κ_P > 0) the
+        conditional mode is Σ_k = (Λ_P + S_k + κ_P e_k e_kᵀ) / (ν_P + n_k + D + 1 + b), e_k = μ_k -
+        μ_P, while the joint mode's term is κ_P n_k / (n_k + κ_P) e_k e_kᵀ: the difference,
+        κ_P² / (n_k + κ_P) e_k e_kᵀ, is added to the scatter (`jaxem._prior.gaussian_mode`)."""
+        st = st._replace(sum_x=jnp.zeros_like(st.sum_x))
+        prior = _prior.active(self)
+        if prior is None or not prior.shrinkage > 0:
+            return st
+        kappa, dtype, ct = prior.shrinkage, st.sum_xx.dtype, self.covariance_type
+        nk = st.counts
+        nk_e = jnp.maximum(nk, jnp.maximum(10 * jnp.finfo(dtype).eps * jnp.sum(nk),
+                                           jnp.finfo(dtype).tiny))  # as in `_params_from_stats`
+        c = where(params.weights > 0, kappa**2 / (nk_e + kappa), 0.0).astype(dtype)
+        e = params.means.astype(dtype) - _prior._mean(prior, params.means.shape[1], dtype)
+        if ct == "full":
+            extra = c[:, None, None] * e[:, :, None] * e[:, None, :]
+        elif ct == "tied":
+            extra = jnp.einsum("k,kd,ke->de", c, e, e)
+        else:  # diag and spherical: the (K, D) diagonals
+            extra = c[:, None] * e * e
+        return st._replace(sum_xx=st.sum_xx + extra)
+
+    def _statistics(self, params, X, weights, labels=None) -> GaussianMixtureStatistics:
         """`sufficient_statistics` (about the means) by a fused pass streamed over row blocks: the
         whitened residuals of the E-step are reused for the statistics, so each block costs two
         GEMM-shaped passes and nothing of size N·K·D is ever alive beyond one block; they are
         un-whitened once at the end (d_k = L_k s_k, S_k = L_k S_yy,k L_kᵀ). Full covariances in
         float64 use the moment route (module docstring): two GEMMs of width T = D(D+1)/2 + D + 1
-        per block."""
+        per block. ``labels (N,)`` (-1 unknown) mask the log joint of labelled rows."""
         acc = self._accumulate_dtype(X.dtype)
         if allows_missing(self):
-            return _gaussian_missing.statistics(self, params, X, weights, acc)
+            return _gaussian_missing.statistics(self, params, X, weights, acc, labels)
         total = jnp.sum(weights.astype(acc))
         if self._use_moments(X.dtype):
-            return self._statistics_moments(params, X, weights, acc, total)
+            return self._statistics_moments(params, X, weights, acc, total, labels)
         g = self._geometry(params)
 
-        def block(x, wb):
+        def block(x, lb, wb):
             if self.covariance_type in ("full", "tied"):  # GEMM-shaped: component-major
                 yT = self._whiten_T(g, x)
-                rw, ll = weighted_posterior(self._log_joint_from_whitened_T(g, yT), wb)
+                rw, ll = weighted_posterior(
+                    clamp(self._log_joint_from_whitened_T(g, yT), lb), wb)
                 return _cast((self._stats_T(rw.T, yT), ll), acc)
             y = self._whiten(g, x)  # elementwise (diag/spherical): the (n, K, D) layout is faster
-            rw, ll = weighted_posterior(self._log_joint_from_whitened(g, y), wb)
+            rw, ll = weighted_posterior(clamp(self._log_joint_from_whitened(g, y), lb), wb)
             return _cast((self._stats(rw, y), ll), acc)
 
-        st, ll = chunked_sum(block, X, weights, self.chunk_size, self._width(X))
+        st, ll = _labelled_sum(block, X, weights, labels, self.chunk_size, self._width(X))
         L, ct = _cast(g.L, acc), self.covariance_type
         if ct == "full":
             sx = jnp.einsum("kde,ke->kd", L, st.sy)
@@ -504,7 +549,7 @@ class GaussianMixture(Mixture):
             sx, sxx = st.sy * scale, st.syy * scale**2
         return GaussianMixtureStatistics(st.nk, sx, sxx, ll, total)
 
-    def _statistics_moments(self, params, X, weights, acc, total):
+    def _statistics_moments(self, params, X, weights, acc, total, labels=None):
         """`_statistics` by raw moments about c = Σ π_k μ_k: ℓ_nk = const_k - ½ φ(x_n)·a_k and
         Σ_n w_n r_nk φ(x_n) in one GEMM each; then shifted to the means (`_shift`)."""
         g = self._geometry(params)
@@ -518,14 +563,14 @@ class GaussianMixture(Mixture):
                              -2.0 * b, jnp.sum(m * b, 1, keepdims=True)], 1).T  # (T, K)
         const = g.log_pi + g.log_det - 0.5 * D * math.log(2 * math.pi)
 
-        def block(x, wb):
+        def block(x, lb, wb):
             xc = x - c
             phi = jnp.concatenate([xc[:, iu] * xc[:, ju], xc, jnp.ones_like(xc[:, :1])], 1)
-            rw, ll = weighted_posterior(const - 0.5 * (phi @ a), wb)
+            rw, ll = weighted_posterior(clamp(const - 0.5 * (phi @ a), lb), wb)
             return _cast((rw.T @ phi, ll), acc)
 
         # Blocks of GEMMs only: twice the default working set per block measured fastest here.
-        M, ll = chunked_sum(block, X, weights, self.chunk_size, (len(iu) + D + 1) // 2)
+        M, ll = _labelled_sum(block, X, weights, labels, self.chunk_size, (len(iu) + D + 1) // 2)
         T = len(iu)
         sym = np.zeros((D, D), int)
         sym[iu, ju] = sym[ju, iu] = np.arange(T)

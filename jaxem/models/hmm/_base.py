@@ -16,6 +16,11 @@ D)`` floating with padded frames set to 0, and frame weights ``w (S, T)`` = w_s 
 Σ w is then Σ_s w_s length_s, so the driver's per-sample mean is the per-time-step mean; the mask is
 w > 0 and a sequence's weight is w[s, 0]. Public methods take ``(T, D)`` or ``(S, T, D)`` with
 ``lengths (S,)`` and ``weights (S,)``.
+
+Known states (``labels (S, T)`` or ``(T,)``, -1 unknown; `jaxem._labels`): at a step with a known
+state y_t the emission log-densities of the other states are masked (log 0), the standard clamping
+of forward-backward. γ_t is then one-hot on y_t, ξ only counts transitions consistent with the
+known states, and the likelihood is p(x, z_t = y_t at the known steps).
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import numpy as np
 from ... import _prior
 from ..._status import Status, flag
 from ..._compile import compiled
+from ..._labels import check_labels, clamp
 from ..._validate import device_array, is_concrete
 from ..._where import select, where
-from ._inference import (forward_backward, forward_backward_parallel, forward_backward_scaled,
-                         forward_backward_time_major, safe_log, viterbi)
+from ._inference import (NEG, forward_backward, forward_backward_parallel,
+                         forward_backward_scaled, forward_backward_time_major, safe_log, viterbi)
 
 INFERENCE = ("auto", "sequential", "parallel")
 
@@ -77,6 +83,7 @@ class HiddenMarkovModel:
     n_states: int
     inference: str = "auto"
     _frame_ndim = 2  # a frame is a (D,) vector; Categorical: a scalar
+    _supports_labels = True
     _support_message = ""
 
     def _check_config(self):
@@ -185,9 +192,10 @@ class HiddenMarkovModel:
         S, T, D = X.shape
         return self._log_emission_fn(params)(X.reshape(S * T, D)).reshape(S, T, -1)
 
-    def _posteriors(self, params, X, w):
-        """γ ``(S, T, K)``, Σ_t ξ ``(S, K, K)``, log p(x_s) ``(S,)`` and the frames' log b."""
-        log_b = self._log_b(params, X)
+    def _posteriors(self, params, X, w, labels=None):
+        """γ ``(S, T, K)``, Σ_t ξ ``(S, K, K)``, log p(x_s) ``(S,)`` and the frames' log b
+        (``labels (S, T)``: known states, the others' emissions masked)."""
+        log_b = clamp(self._log_b(params, X), labels, NEG)
         log_pi = safe_log(params.initial_probs)
         args = (log_pi, params.transition_matrix, log_b, w > 0)
         if self._use_parallel(X.shape[1]):
@@ -197,17 +205,19 @@ class HiddenMarkovModel:
         return gamma, xi, ll, log_b
 
     # --- expected sufficient statistics and the M-step -------------------------------------------
-    def sufficient_statistics(self, params, X, weights=None, lengths=None) -> HMMStatistics:
+    def sufficient_statistics(self, params, X, weights=None, lengths=None, *, labels=None
+                              ) -> HMMStatistics:
         """Expected sufficient statistics at ``params`` (an `HMMStatistics`), additive over
-        sequences; `maximize` of them is one Baum-Welch iteration."""
+        sequences; `maximize` of them is one Baum-Welch iteration. ``labels (S, T)`` or ``(T,)``:
+        known states (-1 unknown), clamped."""
         X, w, _ = self._as_sequences(X, weights, lengths)
-        return _run(self, "_statistics", params, X, w)
+        return _run(self, "_statistics", params, X, w, _labels(self, labels, w))
 
-    def _statistics(self, params, X, w) -> HMMStatistics:
+    def _statistics(self, params, X, w, labels=None) -> HMMStatistics:
         S, T = X.shape[:2]
         ws = w[:, 0]
         if self._use_parallel(T):
-            gamma, xi, ll, _ = self._posteriors(params, X, w)
+            gamma, xi, ll, _ = self._posteriors(params, X, w, labels)
             xi = jnp.einsum("s,sjk->jk", ws, xi)
             frames, rw = X.reshape(S * T, *X.shape[2:]), (gamma * w[..., None]).reshape(S * T, -1)
             g0 = gamma[:, 0]
@@ -217,6 +227,7 @@ class HiddenMarkovModel:
             Xt, wt = jnp.swapaxes(X, 0, 1), w.T
             frames = Xt.reshape(T * S, *X.shape[2:])
             log_b = self._log_emission_fn(params)(frames).reshape(T, S, -1)
+            log_b = clamp(log_b, None if labels is None else labels.T, NEG)  # known states
             gamma, xi, ll = forward_backward_time_major(
                 safe_log(params.initial_probs), params.transition_matrix, log_b, wt > 0, ws)
             rw = (gamma * wt[..., None]).reshape(T * S, -1)
@@ -259,22 +270,33 @@ class HiddenMarkovModel:
               + _prior.dirichlet_log_kernel(params.transition_matrix, p.transition))
         return lp if p.emission is None else lp + self._emission_log_prior(p.emission, params)
 
-    def em_update(self, params, X, w):
+    def _maximize_fixed(self, st: HMMStatistics, params, fixed):
+        """`_maximize` with ``fixed`` fields held (ECM, `jaxem._fixed`): π, A and the emission's
+        maximisers do not depend on each other; the emission family conditions its own
+        statistics (`_fix_emission_statistics`). The caller restores the fixed fields."""
+        return self._maximize(st._replace(
+            emission=self._fix_emission_statistics(st.emission, params, fixed)), params)
+
+    def _fix_emission_statistics(self, est, params, fixed):
+        return est
+
+    def em_update(self, params, X, w, labels=None):
         """One Baum-Welch iteration on internal data: ``(new_params, log_likelihood, status)``."""
         from ..._prior import log_posterior_sum
 
-        st = self._statistics(params, X, w)
+        st = self._statistics(params, X, w, labels)
         new, status = self._maximize(st, params)
         return new, log_posterior_sum(self, params, st.log_likelihood.astype(X.dtype)), status
 
     # --- E-step, Q, likelihoods -------------------------------------------------------------------
-    def e_step(self, params, X, weights=None, lengths=None):
-        """``(HMMPosterior, Σ_s w_s log p(x_s))``."""
+    def e_step(self, params, X, weights=None, lengths=None, *, labels=None):
+        """``(HMMPosterior, Σ_s w_s log p(x_s))``; ``labels`` (known states, -1 unknown) clamp
+        the posterior and make the second output Σ_s w_s log p(x_s, known states)."""
         X, w, _ = self._as_sequences(X, weights, lengths)
-        return _run(self, "_e_step", params, X, w)
+        return _run(self, "_e_step", params, X, w, _labels(self, labels, w))
 
-    def _e_step(self, params, X, w):
-        gamma, xi, ll, _ = self._posteriors(params, X, w)
+    def _e_step(self, params, X, w, labels=None):
+        gamma, xi, ll, _ = self._posteriors(params, X, w, labels)
         ws = w[:, 0]
         post = HMMPosterior(where((w > 0)[..., None], gamma, 0.0), xi)
         return post, jnp.sum(where(ws > 0, ws * ll, 0.0))
@@ -297,10 +319,10 @@ class HiddenMarkovModel:
         ll = _run(self, "_posteriors", params, X, w)[2]
         return ll[0] if single else ll
 
-    def log_likelihood(self, params, X, weights=None, lengths=None):
-        """Σ_s w_s log p(x_s | params)."""
+    def log_likelihood(self, params, X, weights=None, lengths=None, *, labels=None):
+        """Σ_s w_s log p(x_s | params) (with ``labels``: log p(x_s, the known states))."""
         X, w, _ = self._as_sequences(X, weights, lengths)
-        return _run(self, "_e_step", params, X, w)[1]
+        return _run(self, "_e_step", params, X, w, _labels(self, labels, w))[1]
 
     def predict_proba(self, params, X, lengths=None):
         """Smoothed marginals p(z_t = k | x): ``(S, T, K)`` (0 on padding) or ``(T, K)``."""
@@ -378,12 +400,19 @@ class HiddenMarkovModel:
 
 # Compiled once per (model, method, shapes) for eager calls; inlined under a caller's jit/vmap/grad.
 @compiled(static_argnames=("model", "method"))
-def _run_jit(model, method, params, X, w):
-    return getattr(model, method)(params, X, w)
+def _run_jit(model, method, params, X, w, labels=None):
+    if labels is None:
+        return getattr(model, method)(params, X, w)
+    return getattr(model, method)(params, X, w, labels)
 
 
-def _run(model, method, params, X, w):
-    return _run_jit(model, method, params, X, w)
+def _run(model, method, params, X, w, labels=None):
+    return _run_jit(model, method, params, X, w, labels)
+
+
+def _labels(model, labels, w):
+    """Checked ``labels`` in the internal ``(S, T)`` layout (None stays None)."""
+    return None if labels is None else check_labels(model, labels, w)
 
 
 @compiled(static_argnames=("model", "T", "n"))

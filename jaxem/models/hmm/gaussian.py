@@ -117,6 +117,13 @@ class GaussianHMM(HiddenMarkovModel):
         st = GaussianMixtureStatistics(M[:, -1], M[:, F:F + D], sxx, z, jnp.sum(M[:, -1]))
         return self._gmm._shift(st, c[None] - params.means)  # about c -> about each mean
 
+    def _fix_emission_statistics(self, est, params, fixed):
+        """Means fixed: the covariances about them (the statistics are about the means; see
+        `GaussianMixture._condition_on_means`, which also conditions the emission prior)."""
+        if "means" in fixed:
+            est = self._gmm._condition_on_means(est, self._mixture_params(params))
+        return est
+
     def _emission_maximize(self, est, params):
         new, status = self._gmm._maximize(est, self._mixture_params(params))
         return params._replace(means=new.means, covariances=new.covariances), status

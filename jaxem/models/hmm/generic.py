@@ -86,11 +86,11 @@ class HMM(HiddenMarkovModel):
         return new._replace(initial_probs=(n0 / jnp.sum(n0)).astype(dtype),
                             transition_matrix=A.astype(dtype))
 
-    def em_update(self, params, X, w):
+    def em_update(self, params, X, w, labels=None):
         raise NotImplementedError("jaxem.HMM has no closed-form emission M-step; fit it with "
                                   "m_step=jaxem.GradientMStep(optimizer).")
 
-    def _statistics(self, params, X, w):
+    def _statistics(self, params, X, w, labels=None):
         self.em_update(params, X, w)
 
     def init(self, key, X, lengths=None):
