@@ -36,7 +36,7 @@ from .._chunk import chunked_sum, chunked_sum_rows
 from .._init import init_from_responsibilities
 from .._linalg import cholesky_factors
 from .._status import Status, flag
-from .._checks import nonnegative_float, one_of
+from .._checks import as_key, nonnegative_float, one_of
 from .._validate import as_data, check_sample_params, validate
 from .._where import where
 from ._base import Mixture, weighted_posterior
@@ -164,7 +164,9 @@ class GaussianMixture(Mixture):
     # --- initialisation -------------------------------------------------------------------------
     def init(self, key, X, weights=None, method: str = "kmeans") -> GaussianMixtureParams:
         """Parameters from ``method`` ("kmeans", "k-means++", "random", "random_from_data")
-        responsibilities followed by one M-step, as scikit-learn's ``init_params``."""
+        responsibilities followed by one M-step, as scikit-learn's ``init_params``. ``key``: a
+        `jax.random` key or an int seed."""
+        key = as_key(key)
         X, w = as_data(X, weights)
         validate(X, w, self.n_components)
         return init_from_responsibilities(self, key, X, w, method)
