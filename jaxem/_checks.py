@@ -130,10 +130,11 @@ def _describe(x) -> str:
     return f"a {type(x).__name__}"
 
 
-def fit_arguments(model, params, X, fn: str = "jaxem.fit") -> None:
+def fit_arguments(model, params, X, fn: str = "jaxem.fit", signature: str = "model, params, X"
+                  ) -> None:
     """ValueError naming the order ``fn(model, params, X)`` when the arguments are swapped: the
     model not first, or parameters where the data go."""
-    order = f"{fn} takes (model, params, X) in that order"
+    order = f"{fn} takes ({signature}) in that order"
     if not _is_model(model):
         moved = [n for n, v in (("params", params), ("X", X)) if _is_model(v)]
         extra = f"; the model was passed as {moved[0]}" if moved else ""
@@ -141,7 +142,7 @@ def fit_arguments(model, params, X, fn: str = "jaxem.fit") -> None:
                 if hasattr(model, "get_params") else "")
         raise ValueError(
             f"{order}: the first argument must be a jaxem model such as jaxem.GaussianMixture(3), "
-            f"got {_describe(model)}{extra}{hint}. Call {fn}(model, model.init(key, X), X).")
+            f"got {_describe(model)}{extra}{hint}.")
     if isinstance(X, dict) or hasattr(X, "_fields"):
         raise ValueError(
             f"{order}: X must be the data array (N, D), got {_describe(X)}; params and X look "

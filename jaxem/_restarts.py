@@ -59,7 +59,7 @@ def fit_restarts(model, key, X, n_init: int, *, weights=None, init_method: str |
     n_init = positive_int("n_init", n_init)
     key = as_key(key)  # an int seed is accepted
     if not hasattr(model, "e_step"):
-        fit_arguments(model, None, X, "jaxem.fit_restarts")
+        fit_arguments(model, None, X, "jaxem.fit_restarts", "model, key, X, n_init")
     if init_fn is None:
         kw = {} if init_method is None else {"method": init_method}
         init_fn = lambda k: model.init(k, X, weights, **kw)
