@@ -38,8 +38,8 @@ _SCRIPT = textwrap.dedent("""
     print("filename", ours[0].filename)
     print("message", str(ours[0].message))
     print("dtypes", p32.means.dtype, p64.means.dtype)
-    print("x64 inside", inside, "after", bool(jax.config.jax_enable_x64))
-    print("same start", np.allclose(p32.means, p64.means, rtol=1e-5))
+    print("x64_inside_after", inside, bool(jax.config.jax_enable_x64))
+    print("same_start", np.allclose(p32.means, p64.means, rtol=1e-5))
 """)
 
 
@@ -55,8 +55,8 @@ def test_float64_data_with_x64_off_warns_once_and_enable_x64_gives_float64(tmp_p
     assert out["filename"] == str(script)  # points at the user's line, not inside jaxem
     assert "jax.enable_x64(True)" in out["message"] and "float32" in out["message"]
     assert out["dtypes"] == "float32 float64"
-    assert out["x64 inside"] == "True after False"  # the global configuration is untouched
-    assert out["same start"] == "True"
+    assert out["x64_inside_after"] == "True False"  # the global configuration is untouched
+    assert out["same_start"] == "True"
 
 
 def test_precision_warning_is_a_user_warning():
