@@ -3,6 +3,10 @@
 The examples are collected from every module of the package (public names and the modules they are
 defined in), so an example that goes stale fails here. The session runs with x64 on (conftest); the
 examples print rounded values, so their output does not depend on the precision.
+
+Each example compiles its own programs (~0.3-2 s each on 2 cores); those that compile the most
+(HMMs, restarts, model selection, streaming: ~20 s together) run with ``-m slow``, the others
+(~10 s) in every run.
 """
 
 import doctest
@@ -15,6 +19,10 @@ import pytest
 import jaxem
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+SLOW = {"models.hmm.poisson.PoissonHMM", "models.hmm.generic.HMM", "models.hmm.gaussian.GaussianHMM",
+        "models.hmm.categorical.CategoricalHMM", "_batch.batched", "_restarts.fit_restarts",
+        "models.poisson_mixture.PoissonMixture", "_select.select_n_components",
+        "_stream.fit_stream", "_fisher.fisher_score", "_online.fit_online"}
 
 
 def _modules():
@@ -29,7 +37,12 @@ def _doctests():
         for t in finder.find(module):
             if t.examples and t.name not in tests:
                 tests[t.name] = t
-    return [pytest.param(t, id=t.name.removeprefix("jaxem.")) for t in tests.values()]
+    params = []
+    for t in tests.values():
+        name = t.name.removeprefix("jaxem.")
+        marks = [pytest.mark.slow] if name in SLOW else []
+        params.append(pytest.param(t, id=name, marks=marks))
+    return params
 
 
 DOCTESTS = _doctests()
