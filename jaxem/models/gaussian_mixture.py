@@ -124,11 +124,16 @@ class GaussianMixture(Mixture):
     responsibility, and is not reported as empty (`jaxem.select_n_components` pads K this way).
 
     Example:
-      >>> import jax, jaxem
-      >>> X = jax.random.normal(jax.random.key(0), (200, 2))
+      >>> import jax, jax.numpy as jnp, jaxem
+      >>> noise = jax.random.normal(jax.random.key(0), (200, 2))
+      >>> X = noise + jnp.where(jnp.arange(200)[:, None] < 100, -3.0, 3.0)  # blobs at ∓(3, 3)
       >>> model = jaxem.GaussianMixture(n_components=2)
-      >>> params = model.init(jax.random.key(1), X)
+      >>> params = model.init(0, X)                    # an int seed or a jax.random key
       >>> result = jaxem.fit(model, params, X)
+      >>> bool(result.converged), sorted(round(float(m)) for m in result.params.means[:, 0])
+      (True, [-3, 3])
+      >>> [round(float(w), 1) for w in result.params.weights]
+      [0.5, 0.5]
     """
 
     n_components: int
