@@ -94,9 +94,9 @@ def test_precision_independent_uniforms_are_uniform():
     """float64 uniforms = the float32 draw + finer bits: within [0, 1), moments of U[0, 1)."""
     from jaxem._precision import uniform
 
-    u64 = np.asarray(uniform(jax.random.key(0), (200_000,), jnp.float64))
-    u32 = np.asarray(uniform(jax.random.key(0), (200_000,), jnp.float32))
+    u64 = np.asarray(uniform(jax.random.key(0), (50_000,), jnp.float64))
+    u32 = np.asarray(uniform(jax.random.key(0), (50_000,), jnp.float32))
     assert u64.min() >= 0.0 and u64.max() < 1.0
     assert np.all(np.abs(u64 - u32) < 2.0**-23)
     assert len(np.unique(u64)) == u64.size  # finer than float32's grid (which has 2^23 values)
-    assert abs(u64.mean() - 0.5) < 3e-3 and abs(u64.var() - 1 / 12) < 3e-3
+    assert abs(u64.mean() - 0.5) < 6e-3 and abs(u64.var() - 1 / 12) < 6e-3
