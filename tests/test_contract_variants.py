@@ -13,9 +13,7 @@ import numpy as np
 from absl.testing import parameterized
 
 import jaxem
-from test_contract import FAMILIES, MAX_ITER, N_CONTRACT, NAMES, TOL, _problem
-
-MIXTURES = [n for n in NAMES if isinstance(FAMILIES[n][0], jaxem.models._base.Mixture)]
+from test_contract import MAX_ITER, N_CONTRACT, NAMES, TOL, _problem
 
 
 class ContractVariants(chex.TestCase):
@@ -33,16 +31,6 @@ class ContractVariants(chex.TestCase):
         # The weighted sum of the per-sample log-likelihoods, three routes (streamed, E-step,
         # per row); rounding of a 48-term sum.
         chex.assert_trees_all_close(ll, e_ll, jnp.dot(w, scores), rtol=1e-12)
-
-    @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.parameters(*MIXTURES)
-    def test_responsibilities_and_predict(self, name):
-        model, X, _, p0 = _problem(name)
-        resp, labels = self.variant(lambda p, x: (model.predict_proba(p, x),
-                                                  model.predict(p, x)))(p0, X)
-        chex.assert_shape(resp, (N_CONTRACT, model.n_components))
-        chex.assert_trees_all_close(jnp.sum(resp, 1), jnp.ones(N_CONTRACT), rtol=1e-12)
-        np.testing.assert_array_equal(labels, np.argmax(resp, 1))
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.parameters("gmm_diag", "ppca")
