@@ -15,6 +15,7 @@ import numpy as np
 from . import _shard
 from ._chunk import chunked_map, chunked_map_sum, chunked_sum_rows
 from ._compile import compiled
+from ._precision import uniform
 from ._validate import check_init_result
 from ._where import where
 
@@ -74,7 +75,7 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
     drawn up front; draws invert the cumulative mass.
     """
     n_trials = 2 + int(math.log(n_clusters))
-    u = jax.random.uniform(key, (n_clusters, n_trials), X.dtype)
+    u = uniform(key, (n_clusters, n_trials), X.dtype)  # the same in float32 and float64
     D = X.shape[1]
 
     def sq_dists(x, C):  # elementwise: fuses into its reductions (two GEMMs on X would copy X)
@@ -188,7 +189,7 @@ def _responsibilities(key, X, w, n_components: int, method: str = "kmeans"):
     """
     K = n_components
     if method == "random":
-        r = jax.random.uniform(key, (X.shape[0], K), X.dtype)
+        r = uniform(key, (X.shape[0], K), X.dtype)
         return r / r.sum(1, keepdims=True)
     labels = _hard_start(key, X, w, K, method)[0]
     return jax.nn.one_hot(labels, K, dtype=X.dtype)  # -1: a zero row
@@ -205,7 +206,10 @@ def _hard_start(key, X, w, n_components: int, method: str):
     if method == "k-means++":
         _, idx = kmeans_plusplus(key, X, w, K)
     elif method == "random_from_data":
-        idx = jax.random.choice(key, X.shape[0], (K,), replace=False, p=w / jnp.sum(w))
+        # K rows ∝ w without replacement (Gumbel top-k, as `jax.random.choice` does), from
+        # precision-independent uniforms.
+        gumbel = -jnp.log(-jnp.log(uniform(key, (X.shape[0],), X.dtype)))
+        idx = jax.lax.top_k(jnp.log(w) + gumbel, K)[1]
     else:
         raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
     labels = jnp.full(X.shape[0], -1, jnp.int32).at[idx].set(np.arange(K, dtype=np.int32))
