@@ -21,8 +21,10 @@ _FORMAT = "jaxem-1"
 
 def _registry():
     from . import models
+    from .models import hmm
 
-    return {name: obj for name, obj in vars(models).items() if isinstance(obj, type)}
+    return {name: obj for mod in (models, hmm) for name, obj in vars(mod).items()
+            if isinstance(obj, type) and name != "HMM"}  # jaxem.HMM holds a user function
 
 
 def _config(model) -> dict | None:
