@@ -39,6 +39,17 @@ def _sq_dists(X, C, ref=None):
     return jnp.maximum(d, 0.0)
 
 
+def _nearest(X, C, ref):
+    """``(N,)`` int32 index of each row's nearest center, exact ties (discrete data) going to the
+    first: a distance within 64 eps of the row's scale of the minimum counts as the minimum, so the
+    choice never hinges on rounding (e.g. of ``ref``, which moves by an ulp when the weights are
+    scaled: the labels must not)."""
+    d = _sq_dists(X, C, ref)
+    scale = jnp.sum((X - ref) ** 2, 1) + jnp.max(jnp.sum((C - ref) ** 2, 1))
+    tol = 64 * jnp.finfo(d.dtype).eps * scale
+    return jnp.argmax(d <= (jnp.min(d, 1) + tol)[:, None], axis=1).astype(jnp.int32)
+
+
 def _draw(u, mass):
     """Indices drawn ∝ ``mass`` (N,) by inverting its CDF at uniforms ``u`` (t,): O(N t) compares
     and t random numbers (`jax.random.categorical` would need N t, which dominates small fits).
@@ -131,7 +142,7 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
     # Distances and sums about the weighted mean (a point among the data): float32 stays exact
     # to rounding of the clusters' spread wherever the data sit (see `_sq_dists`).
     def sweep(x, wb, C):
-        labels = jnp.argmin(_sq_dists(x, C, mean), axis=1).astype(jnp.int32)
+        labels = _nearest(x, C, mean)
         R = jax.nn.one_hot(labels, n_clusters, dtype=X.dtype) * wb[:, None]
         return (R.sum(0), R.T @ (x - mean)), labels
 
