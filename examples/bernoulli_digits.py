@@ -29,6 +29,11 @@ print(f"converged={bool(result.converged)} after {int(result.n_iter)} iterations
 
 # Label each prototype with the digit most of its members are.
 labels = np.asarray(model.predict(result.params, X))
+majorities = {k: np.bincount(digits.target[labels == k], minlength=10).argmax()
+              for k in np.unique(labels)}
+purity = np.mean([majorities[k] == t for k, t in zip(labels, digits.target)])
+print(f"purity {purity:.3f}: share of images whose component's majority digit is their own digit "
+      f"({len(set(majorities.values()))} distinct digits among the {len(majorities)} prototypes)")
 order = np.argsort(-np.asarray(result.params.weights))
 fig, axes = plt.subplots(2, 5, figsize=(8, 3.6))
 for ax, k in zip(axes.ravel(), order):

@@ -22,6 +22,8 @@ X = np.concatenate([c + rng.normal(size=(250, 2)) @ S for c, S in zip(centers, s
 gmm = GaussianMixture(3, covariance_type="full", n_init=4, random_state=0).fit(X)
 labels = gmm.predict(X)
 print(f"converged={gmm.converged_} n_iter={gmm.n_iter_} mean log-likelihood={gmm.score(X):.4f}")
+nearest = np.linalg.norm(gmm.means_[:, None] - centers[None], axis=-1).min(0)  # per true centre
+print(f"largest distance from a true centre to the nearest fitted mean: {nearest.max():.3f}")
 
 fig, ax = plt.subplots(figsize=(6, 5))
 ax.scatter(X[:, 0], X[:, 1], c=labels, s=6, cmap="viridis", alpha=0.6)

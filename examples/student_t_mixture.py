@@ -2,8 +2,10 @@
 
 A Student-t mixture has no closed-form M-step for its degrees of freedom, so we write its complete-data log
 density once, in an unconstrained parametrisation, and let `jaxem.GradientMStep` ascend the Q-function with
-optax. The heavy tails absorb the outliers that drag a Gaussian mixture's means away. Saves
-``student_t_mixture.png`` (or the path given as the first argument).
+optax. The heavy tails absorb the outliers; the best Gaussian mixture (highest likelihood over 5
+k-means starts) spends one of its three components on them instead and misses a centre. Both fits
+use `jaxem.fit_restarts` from the same starts. Saves ``student_t_mixture.png`` (or the path given as
+the first argument).
 
 Keeping parameters valid: the optimizer moves every leaf of the params freely, so each constrained
 quantity is stored through a bijection onto the real line and mapped back inside ``log_joint``:
@@ -50,7 +52,8 @@ def make_data(seed=0, n=300, n_outliers=30):
     centers = np.array([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0]])
     labels = rng.integers(0, 3, n)
     X = centers[labels] + 0.8 * rng.standard_t(3, size=(n, 2))
-    return np.concatenate([X, rng.uniform(-15, 15, size=(n_outliers, 2))]), centers
+    X = np.concatenate([X, rng.uniform(-15, 15, size=(n_outliers, 2))])
+    return X.astype(np.float32), centers  # float32: what JAX computes in by default
 
 
 def location_error(est, true):
@@ -59,24 +62,41 @@ def location_error(est, true):
                for p in itertools.permutations(range(len(true))))
 
 
-def main(path="student_t_mixture.png"):
+def main(path="student_t_mixture.png", n_init=5):
     X, centers = make_data()
     gmm = jaxem.GaussianMixture(3, covariance_type="diag")
-    p0 = gmm.init(jax.random.key(1), X)  # k-means start, shared by both fits
-    gauss = jax.jit(lambda p: jaxem.fit(gmm, p, X, tol=1e-8, max_iter=500))(p0)
-
     model = jaxem.MixtureModel(t_log_joint, n_components=3)
-    t0 = TParams(jnp.log(p0.weights), p0.means, 0.5 * jnp.log(p0.covariances), jnp.full(3, jnp.log(5.0)))
     m_step = jaxem.GradientMStep(optax.adam(0.05), num_steps=20, safe=True)
-    student = jax.jit(lambda p: jaxem.fit(model, p, X, m_step=m_step, tol=1e-8, max_iter=300))(t0)
 
+    def t_start(key):  # the Student-t fit starts where the Gaussian one does: k-means, ν = 5
+        p0 = gmm.init(key, X)
+        return TParams(jnp.log(p0.weights), p0.means, 0.5 * jnp.log(p0.covariances),
+                       jnp.full(3, jnp.log(5.0)))
+
+    # Both mixtures from the same n_init k-means starts (one batched call each); the restart
+    # with the highest log-likelihood is kept, as scikit-learn's n_init does. A single start can
+    # be pulled onto the outliers by k-means itself, whatever the component density.
+    key = jax.random.key(1)
+    gauss = jaxem.fit_restarts(gmm, key, X, n_init, tol=1e-8, max_iter=500)
+    student = jaxem.fit_restarts(model, key, X, n_init, init_fn=t_start, m_step=m_step, tol=1e-8,
+                                 max_iter=300)
+
+    errors = {}
     for name, r, loc in [("Gaussian", gauss, gauss.params.means), ("Student-t", student, student.params.loc)]:
+        errors[name] = location_error(np.asarray(loc), centers)
         print(f"{name:9s} mean log-lik {float(r.log_likelihood):.4f}  iterations {int(r.n_iter):3d}  "
-              f"location error {location_error(np.asarray(loc), centers):.3f}  "
-              f"status: {jaxem.describe_status(r.status)}")
+              f"location error {errors[name]:.3f}  status: {jaxem.describe_status(r.status)}")
     print("Student-t degrees of freedom:", np.round(np.exp(np.asarray(student.params.log_df)), 2))
+    # The claim: the best Gaussian fit spends a component on the outliers (its maximum likelihood
+    # solution, not a bad start); the heavy tails absorb them and all three centres are found.
+    print(f"Student-t locates the three centres {errors['Gaussian'] / errors['Student-t']:.1f}x "
+          f"more accurately than the Gaussian mixture (best of {n_init} starts each)")
 
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -89,7 +109,7 @@ def main(path="student_t_mixture.png"):
     ax.legend(loc="lower left", fontsize=8)
     for name, r in [("Gaussian (closed-form EM)", gauss), ("Student-t (GradientMStep)", student)]:
         ax2.plot(np.asarray(r.trace), label=name)
-    ax2.set(xlabel="EM iteration", ylabel="mean log-likelihood", title="log-likelihood trace")
+    ax2.set(xlabel="EM iteration", ylabel="mean log-likelihood", title="log-likelihood trace (best start)")
     ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -8,6 +8,7 @@ from ._fit import fit as fit
 from ._io import load as load
 from ._io import save as save
 from ._online import fit_online as fit_online
+from ._precision import PrecisionWarning as PrecisionWarning
 from ._mixture import MixtureModel as MixtureModel
 from ._mstep import ClosedFormMStep as ClosedFormMStep
 from ._mstep import GradientMStep as GradientMStep

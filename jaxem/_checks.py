@@ -81,6 +81,12 @@ def param_shapes(params, expected: dict, model_name: str) -> None:
 
     ``expected`` maps a field name to a shape tuple; shapes are static, so this runs under jit too.
     """
+    missing = [f for f in expected if not hasattr(params, f)]
+    if missing:
+        raise ValueError(
+            f"params is {_describe(params)} without the field(s) {missing} that {model_name} "
+            f"reads (it expects the fields {tuple(expected)}); pass parameters made for this "
+            "model, e.g. from model.init(key, X), in the order (model, params, X).")
     for field, shape in expected.items():
         got = tuple(np.shape(getattr(params, field)))
         if got != tuple(shape):
@@ -89,3 +95,89 @@ def param_shapes(params, expected: dict, model_name: str) -> None:
                 "parameters made for this model (same n_components and features), e.g. from "
                 "model.init(key, X)."
             )
+
+
+def as_key(key, name: str = "key"):
+    """A `jax.random` key from ``key``: keys (typed, or legacy raw ``uint32[2]``) pass through; an
+    int seed (as scikit-learn's ``random_state``) becomes ``jax.random.key(seed)``. Anything else
+    is a ValueError (e.g. data passed where the key goes)."""
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return key
+    shape = tuple(np.shape(key)) if dtype is not None else None
+    if dtype is not None and np.issubdtype(dtype, np.integer) and shape == ():
+        return jax.random.key(key)  # an integer array scalar (also traced): a seed
+    if dtype == np.uint32 and shape == (2,):
+        return key  # a legacy jax.random.PRNGKey
+    got = (f"an array of shape {shape} and dtype {dtype}" if dtype is not None
+           else f"{type(key).__name__} {key!r}"[:80])
+    raise ValueError(
+        f"{name} must be a jax.random key (e.g. jax.random.key(0)) or an int seed, got {got}. "
+        "The key comes first: model.init(key, X).")
+
+
+def _is_model(x) -> bool:
+    return hasattr(x, "e_step") and hasattr(x, "log_likelihood") and not isinstance(x, type)
+
+
+def _describe(x) -> str:
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"an array of shape {tuple(x.shape)}"
+    if hasattr(x, "_fields"):
+        return f"a {type(x).__name__} (parameters?)"
+    return f"a {type(x).__name__}"
+
+
+def fit_arguments(model, params, X, fn: str = "jaxem.fit", signature: str = "model, params, X"
+                  ) -> None:
+    """ValueError naming the order ``fn(model, params, X)`` when the arguments are swapped: the
+    model not first, or parameters where the data go."""
+    order = f"{fn} takes ({signature}) in that order"
+    if not _is_model(model):
+        moved = [n for n, v in (("params", params), ("X", X)) if _is_model(v)]
+        extra = f"; the model was passed as {moved[0]}" if moved else ""
+        hint = (" (a jaxem.sklearn estimator has its own .fit(X))"
+                if hasattr(model, "get_params") else "")
+        raise ValueError(
+            f"{order}: the first argument must be a jaxem model such as jaxem.GaussianMixture(3), "
+            f"got {_describe(model)}{extra}{hint}.")
+    if isinstance(X, dict) or hasattr(X, "_fields"):
+        raise ValueError(
+            f"{order}: X must be the data array (N, D), got {_describe(X)}; params and X look "
+            f"swapped. Call {fn}(model, params, X).")
+    params_match(model, params, X, fn)
+
+
+def tree_summary(tree) -> str:
+    """``Type(field: shape, ...)`` of a pytree of arrays, for error messages."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    parts = [f"{jax.tree_util.keystr(p)}: {tuple(np.shape(l))}" for p, l in leaves[:8]]
+    more = ", ..." if len(leaves) > 8 else ""
+    return f"{type(tree).__name__}({', '.join(parts)}{more})"
+
+
+def _expected_params(model, X) -> str:
+    """What ``model.init(key, X)`` returns (abstractly: nothing is computed), or ''."""
+    try:
+        return " " + tree_summary(jax.eval_shape(lambda: model.init(jax.random.key(0), X)))
+    except Exception:  # noqa: BLE001 -- only a hint in an error message
+        return ""
+
+
+def params_match(model, params, X, fn: str = "jaxem.fit") -> None:
+    """ValueError if ``params`` lack what ``model`` reads (a dict or another family's params):
+    names the structure given and the one ``model.init`` makes."""
+    try:
+        model.n_features(params)
+        shapes = getattr(model, "_param_shapes", None)
+        if shapes is not None:
+            shapes(params)
+    except (AttributeError, KeyError, TypeError, IndexError) as err:
+        init = getattr(model, "init", None)
+        expected = _expected_params(model, X) if init is not None else ""
+        raise ValueError(
+            f"params do not match {type(model).__name__}: got {tree_summary(params)}, but it "
+            f"expects{expected or ' its own parameter NamedTuple'} as made by model.init(key, X) "
+            f"({type(err).__name__}: {err}). {fn} takes (model, params, X).") from err

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _shard
 from ._adjoint import implicit_params
-from ._checks import positive_int, tolerance
+from ._checks import fit_arguments, positive_int, tolerance
 from ._compile import compiled
 from ._fixed import check_fixed
 from ._labels import check_labels, labels_status, with_labels
@@ -273,6 +273,7 @@ def fit(
       >>> result.status
       Array(0, dtype=int32)
     """
+    fit_arguments(model, params, X)  # swapped arguments, params of another structure: ValueError
     prepare = getattr(model, "prepare_data", None)
     if prepare is not None:  # sequence models: data in the layout their em_update reads, checked
         X, w = prepare(X, weights, lengths, params)

@@ -15,6 +15,7 @@ import numpy as np
 from . import _shard
 from ._chunk import chunked_map, chunked_map_sum, chunked_sum_rows
 from ._compile import compiled
+from ._precision import uniform
 from ._validate import check_init_result
 from ._where import where
 
@@ -36,6 +37,17 @@ def _sq_dists(X, C, ref=None):
     X, C = X - r, C - r
     d = jnp.sum(X * X, 1)[:, None] - 2.0 * X @ C.T + jnp.sum(C * C, 1)[None, :]
     return jnp.maximum(d, 0.0)
+
+
+def _nearest(X, C, ref):
+    """``(N,)`` int32 index of each row's nearest center, exact ties (discrete data) going to the
+    first: a distance within 64 eps of the row's scale of the minimum counts as the minimum, so the
+    choice never hinges on rounding (e.g. of ``ref``, which moves by an ulp when the weights are
+    scaled: the labels must not)."""
+    d = _sq_dists(X, C, ref)
+    scale = jnp.sum((X - ref) ** 2, 1) + jnp.max(jnp.sum((C - ref) ** 2, 1))
+    tol = 64 * jnp.finfo(d.dtype).eps * scale
+    return jnp.argmax(d <= (jnp.min(d, 1) + tol)[:, None], axis=1).astype(jnp.int32)
 
 
 def _draw(u, mass):
@@ -74,7 +86,7 @@ def kmeans_plusplus(key, X, w, n_clusters: int):
     drawn up front; draws invert the cumulative mass.
     """
     n_trials = 2 + int(math.log(n_clusters))
-    u = jax.random.uniform(key, (n_clusters, n_trials), X.dtype)
+    u = uniform(key, (n_clusters, n_trials), X.dtype)  # the same in float32 and float64
     D = X.shape[1]
 
     def sq_dists(x, C):  # elementwise: fuses into its reductions (two GEMMs on X would copy X)
@@ -130,7 +142,7 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
     # Distances and sums about the weighted mean (a point among the data): float32 stays exact
     # to rounding of the clusters' spread wherever the data sit (see `_sq_dists`).
     def sweep(x, wb, C):
-        labels = jnp.argmin(_sq_dists(x, C, mean), axis=1).astype(jnp.int32)
+        labels = _nearest(x, C, mean)
         R = jax.nn.one_hot(labels, n_clusters, dtype=X.dtype) * wb[:, None]
         return (R.sum(0), R.T @ (x - mean)), labels
 
@@ -188,7 +200,7 @@ def _responsibilities(key, X, w, n_components: int, method: str = "kmeans"):
     """
     K = n_components
     if method == "random":
-        r = jax.random.uniform(key, (X.shape[0], K), X.dtype)
+        r = uniform(key, (X.shape[0], K), X.dtype)
         return r / r.sum(1, keepdims=True)
     labels = _hard_start(key, X, w, K, method)[0]
     return jax.nn.one_hot(labels, K, dtype=X.dtype)  # -1: a zero row
@@ -205,7 +217,10 @@ def _hard_start(key, X, w, n_components: int, method: str):
     if method == "k-means++":
         _, idx = kmeans_plusplus(key, X, w, K)
     elif method == "random_from_data":
-        idx = jax.random.choice(key, X.shape[0], (K,), replace=False, p=w / jnp.sum(w))
+        # K rows ∝ w without replacement (Gumbel top-k, as `jax.random.choice` does), from
+        # precision-independent uniforms.
+        gumbel = -jnp.log(-jnp.log(uniform(key, (X.shape[0],), X.dtype)))
+        idx = jax.lax.top_k(jnp.log(w) + gumbel, K)[1]
     else:
         raise ValueError(f"unknown init method {method!r}; choose one of {INIT_METHODS}.")
     labels = jnp.full(X.shape[0], -1, jnp.int32).at[idx].set(np.arange(K, dtype=np.int32))

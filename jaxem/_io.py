@@ -21,8 +21,10 @@ _FORMAT = "jaxem-1"
 
 def _registry():
     from . import models
+    from .models import hmm
 
-    return {name: obj for name, obj in vars(models).items() if isinstance(obj, type)}
+    return {name: obj for mod in (models, hmm) for name, obj in vars(mod).items()
+            if isinstance(obj, type) and name != "HMM"}  # jaxem.HMM holds a user function
 
 
 def _config(model) -> dict | None:
@@ -95,8 +97,17 @@ def load(path, model=None, like=None):
         must equal the saved one.
 
     Example:
-      >>> # model, params = jaxem.load("gmm.npz")
-      >>> # params = jaxem.load("mine.npz", model=my_model, like=params0)[1]
+      >>> import os, tempfile, jax.numpy as jnp, jaxem
+      >>> model, params = jaxem.PoissonMixture(2), jaxem.PoissonMixtureParams(
+      ...     jnp.array([0.3, 0.7]), jnp.array([[1.0], [5.0]]))
+      >>> path = os.path.join(tempfile.mkdtemp(), "pm.npz")
+      >>> jaxem.save(path, model, params)
+      >>> model2, params2 = jaxem.load(path)
+      >>> model2 == model, params2.rates.tolist()
+      (True, [[1.0], [5.0]])
+
+      A `jaxem.MixtureModel` (a user function, not stored) is read back with its model and a
+      pytree of the parameters' structure: ``jaxem.load(path, model=my_model, like=params0)``.
     """
     with np.load(os.fspath(path), allow_pickle=False) as f:
         if "__meta__" not in f:

@@ -50,7 +50,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from ._checks import optional_positive_int, positive_int
+from ._checks import optional_positive_int, positive_int, tree_summary
 from ._validate import as_data, is_concrete, validate
 from .models._base import Mixture
 
@@ -125,7 +125,16 @@ class MixtureModel(Mixture):
 
     def log_joint_matrix(self, params, X) -> jax.Array:
         """``(N, K)`` matrix ℓ_nk = ``log_joint(params, X[n])[k]`` (vmapped over rows)."""
-        lj = jax.vmap(lambda x: self.log_joint(params, x))(X)
+        try:
+            lj = jax.vmap(lambda x: self.log_joint(params, x))(X)
+        except (AttributeError, KeyError, TypeError, IndexError) as err:
+            # Most often params of another structure than log_joint reads (a dict for a
+            # NamedTuple, a missing key, the arguments swapped): name what was passed.
+            raise ValueError(
+                f"log_joint(params, x) raised {type(err).__name__}: {err}, with params = "
+                f"{tree_summary(params)} and x of shape {X.shape[1:]} (one row of X). Pass the "
+                "params pytree your log_joint reads (same keys/fields and shapes); jaxem.fit "
+                "takes (model, params, X).") from err
         K = self.n_components
         if lj.ndim != 2 or lj.shape[1] != K:
             raise ValueError(

@@ -19,7 +19,20 @@ from ._where import select, where
 class ClosedFormMStep:
     """The model's own closed-form maximiser of Q (its fused, streamed ``em_update``).
 
-    ``fixed``: names of params fields held at their values (ECM; see `jaxem._fixed`)."""
+    What `jaxem.fit` uses when ``m_step=None``; passing it explicitly is the same fit.
+    ``fixed``: names of params fields held at their values (ECM; see `jaxem._fixed`; set by
+    ``jaxem.fit(..., fixed=...)``).
+
+    Example:
+      >>> import jax, jaxem
+      >>> X = jax.random.normal(jax.random.key(0), (100, 2))
+      >>> model = jaxem.GaussianMixture(2)
+      >>> params = model.init(jax.random.key(1), X)
+      >>> a = jaxem.fit(model, params, X)
+      >>> b = jaxem.fit(model, params, X, m_step=jaxem.ClosedFormMStep())
+      >>> bool(a.log_likelihood == b.log_likelihood), int(a.n_iter) == int(b.n_iter)
+      (True, True)
+    """
 
     fixed: tuple = ()
 
@@ -112,9 +125,16 @@ class GradientMStep:
 
     Example:
       >>> import jax, optax, jaxem
-      >>> X = jax.random.normal(jax.random.key(0), (200, 2))
+      >>> import jax.numpy as jnp
+      >>> def log_joint(p, x):  # two unit-variance Gaussians in 1-D, weights as logits
+      ...     return jax.nn.log_softmax(p["logits"]) + jax.scipy.stats.norm.logpdf(x[0], p["loc"])
+      >>> model = jaxem.MixtureModel(log_joint, n_components=2)
+      >>> X = jnp.concatenate([jnp.full((50, 1), -2.0), jnp.full((50, 1), 2.0)])
+      >>> params = {"logits": jnp.zeros(2), "loc": jnp.array([-0.5, 0.5])}
       >>> gm = jaxem.GradientMStep(optax.adam(0.05), num_steps=10, safe=True)
-      >>> # result = jaxem.fit(model, params, X, m_step=gm)  # model: e.g. a jaxem.MixtureModel
+      >>> result = jaxem.fit(model, params, X, m_step=gm, max_iter=200)
+      >>> [round(float(m), 1) for m in result.params["loc"]]
+      [-2.0, 2.0]
     """
 
     optimizer: optax.GradientTransformation

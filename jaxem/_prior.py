@@ -376,7 +376,17 @@ def gaussian_log_kernel(prior, ct: str, means, covariances):
 # --- the log prior of a model's parameters --------------------------------------------------
 def log_prior(model, params):
     """θ-dependent part of log p(θ) under ``model.prior`` (0 without a prior): the term `jaxem.fit`
-    adds to the log-likelihood in ``trace`` and ``log_likelihood`` (then divided by Σw)."""
+    adds to the log-likelihood in ``trace`` and ``log_likelihood`` (then divided by Σw).
+
+    Example:
+      Gamma(2, 1) on two Poisson rates: Σ_k (2 - 1) log λ_k - λ_k = log 3 - 4.
+
+      >>> import jax.numpy as jnp, jaxem
+      >>> model = jaxem.PoissonMixture(2, prior=jaxem.GammaPrior(shape=2.0, rate=1.0))
+      >>> params = jaxem.PoissonMixtureParams(jnp.array([0.5, 0.5]), jnp.array([[1.0], [3.0]]))
+      >>> print(round(float(jaxem.log_prior(model, params)), 4))
+      -2.9014
+    """
     p = active(model)
     if p is None:
         return 0.0

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from ._batch import auto_batch_size, batched
-from ._checks import positive_int
+from ._checks import as_key, fit_arguments, positive_int
 from ._fit import FitResult, fit
 from ._status import FATAL
 from ._where import where
@@ -37,7 +37,7 @@ def fit_restarts(model, key, X, n_init: int, *, weights=None, init_method: str |
 
     Args:
       model: a jaxem model with ``init`` (e.g. `jaxem.GaussianMixture`).
-      key: a `jax.random` key.
+      key: a `jax.random` key, or an int seed.
       X: ``(N, D)`` data.
       n_init: number of restarts (static).
       weights: ``(N,)`` sample weights (None = ones).
@@ -57,6 +57,9 @@ def fit_restarts(model, key, X, n_init: int, *, weights=None, init_method: str |
       >>> best = jaxem.fit_restarts(jaxem.GaussianMixture(3), jax.random.key(1), X, n_init=4)
     """
     n_init = positive_int("n_init", n_init)
+    key = as_key(key)  # an int seed is accepted
+    if not hasattr(model, "e_step"):
+        fit_arguments(model, None, X, "jaxem.fit_restarts", "model, key, X, n_init")
     if init_fn is None:
         kw = {} if init_method is None else {"method": init_method}
         init_fn = lambda k: model.init(k, X, weights, **kw)

@@ -366,8 +366,11 @@ def select_n_components(key, X, n_components_range, covariance_types=None, crite
       >>> sel = jaxem.select_n_components(jax.random.key(1), X, range(1, 4))
       >>> sel.best_n_components
       1
-      >>> Y = jax.random.normal(jax.random.key(2), (300, 2)) @ jax.random.normal(jax.random.key(3), (2, 6))
-      >>> sel = jaxem.select_n_components(jax.random.key(4), Y, range(1, 5), model=jaxem.PPCA(1))
+      >>> Z = jax.random.normal(jax.random.key(2), (300, 2))     # 2 latent factors, 6 features
+      >>> Y = Z @ jax.random.normal(jax.random.key(3), (2, 6)) + 0.3 * jax.random.normal(
+      ...     jax.random.key(5), (300, 6))
+      >>> sel = jaxem.select_n_components(jax.random.key(4), Y, range(1, 5), model=jaxem.PPCA(1),
+      ...                                 tol=1e-6, max_iter=2000)
       >>> sel.best_n_components
       2
     """

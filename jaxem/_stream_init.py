@@ -10,6 +10,7 @@ from ._blocks import (Source, StreamError, block_flags, check_block_size, defaul
                       neumaier_add, progress_bar, stream_pass, zeros_like_shapes)
 from ._chunk import chunked_sum_rows
 from ._compile import compiled
+from ._precision import normal
 from ._init import _sq_dists, kmeans
 from ._stream import check_model
 from .models._linear_gaussian import LinearGaussian
@@ -114,7 +115,7 @@ def _latent_finish(model, key, c0, acc, comp):
     mu, var = c0 + d, jnp.maximum(s2 / s0 - d * d, 0.0)
     q = model.n_components
     scale = jnp.sqrt(jnp.mean(var) / (2.0 * q))
-    W = scale * jax.random.normal(key, (c0.shape[0], q), c0.dtype)
+    W = scale * normal(key, (c0.shape[0], q), c0.dtype)
     psi = model._floor(0.5 * var, var)
     return model._make(mu, W, jnp.mean(psi) if model.isotropic else psi)
 

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._precision import warn_if_downcast
 from ._status import Status, flag
 from ._where import all_finite, where
 
@@ -48,6 +49,7 @@ def as_data(X, weights=None, n_features: int | None = None, name: str = "X"):
     # Integers and half precision (float16, bfloat16: eps ~1e-3, max 6.5e4 for float16) are
     # computed in float32 (or the default float): second moments of half-precision data overflow.
     half = jnp.issubdtype(X.dtype, jnp.floating) and jnp.dtype(X.dtype).itemsize < 4
+    warn_if_downcast(X.dtype, name, stacklevel=4)  # float64 computed in float32: say so, once
     X = device_array(X, None if jnp.issubdtype(X.dtype, jnp.floating) and not half
                      else jnp.float32 if half else jnp.result_type(float))
     if X.ndim != 2:

@@ -50,7 +50,10 @@ def test_n_iter_matches_sklearn_with_tol(iris, ct):
 def test_trace_never_decreases(ct):
     X, _ = blobs(seed=1, n=200, d=3, k=4, spread=2.0)
     model = jaxem.GaussianMixture(5, ct)
-    p0 = model.init(jax.random.key(1), X, method="random")
+    # Random responsibilities put every mean near the data's mean: for tied covariances that is
+    # close to a saddle, from which most starts barely move in 60 iterations (keys 0-2: < 1e-5
+    # per step); key 3's start climbs for every covariance type.
+    p0 = model.init(jax.random.key(3), X, method="random")
     res = jaxem.fit(model, p0, X, max_iter=60, tol=0)
     diffs = np.diff(np.asarray(res.trace))
     assert np.all(diffs >= -1e-10), diffs.min()

@@ -48,3 +48,20 @@ def test_other_npz_files_are_refused(tmp_path):
     np.savez(tmp_path / "x.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="jaxem.save"):
         jaxem.load(tmp_path / "x.npz")
+
+
+@pytest.mark.parametrize("model", [jaxem.GaussianHMM(2, "diag", reg_covar=1e-4),
+                                   jaxem.PoissonHMM(2), jaxem.CategoricalHMM(2, 3)],
+                         ids=lambda m: type(m).__name__)
+def test_hmm_round_trip(model, tmp_path):
+    u = np.asarray(jax.random.uniform(jax.random.key(0), (2, 30, 2)))
+    X = {"GaussianHMM": u, "PoissonHMM": np.floor(5 * u),
+         "CategoricalHMM": np.floor(3 * u[..., 0]).astype(np.int32)}[type(model).__name__]
+    params = model.init(jax.random.key(1), X)
+    jaxem.save(tmp_path / "hmm", model, params)
+    model2, params2 = jaxem.load(tmp_path / "hmm.npz")
+    assert model2 == model and type(params2) is type(params)
+    for a, b in zip(params, params2):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(model.score_samples(params, X)),
+                                  np.asarray(model2.score_samples(params2, X)))

@@ -27,10 +27,12 @@ import jax
 import jax.numpy as jnp
 
 from .. import _shard
+from .._checks import as_key
 from .._chunk import chunked_map, chunked_sum
 from .._compile import compiled
 from .._missing import (allows_missing, check_missing, complete_rows, mean_imputed,
                         observed_weights)
+from .._precision import normal
 from .._validate import as_data, check_init_result, check_values, is_concrete, validate
 from .._where import where
 from . import _latent_missing
@@ -327,7 +329,9 @@ class LinearGaussian(Model):
 
     def init(self, key, X, weights=None):
         """μ = weighted mean, W = random N(0, 1) loadings scaled by the feature spread, noise =
-        half the mean feature variance (Ψ: half of each feature's variance)."""
+        half the mean feature variance (Ψ: half of each feature's variance). ``key``: a
+        `jax.random` key or an int seed."""
+        key = as_key(key)
         X, w = as_data(X, weights)
         if allows_missing(self):  # from the column-mean imputed data
             w = observed_weights(X, w)
@@ -344,7 +348,7 @@ class LinearGaussian(Model):
         mu = (w @ X) / jnp.sum(w)
         var = (w @ (X - mu) ** 2) / jnp.sum(w)
         scale = jnp.sqrt(jnp.mean(var) / (2.0 * self.n_components))
-        W = scale * jax.random.normal(key, (D, self.n_components), X.dtype)
+        W = scale * normal(key, (D, self.n_components), X.dtype)  # same in f32 and f64
         psi = self._floor(0.5 * var, var)  # a constant feature: the floor, not 0
         params = self._make(mu, W, jnp.mean(psi) if self.isotropic else psi)
         check_init_result(params, X)  # eager: X's scale overflowed the dtype -> ValueError

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import _prior
+from .._checks import as_key
 from .._chunk import chunked_sum_rows
 from .._labels import clamp
 from .._init import init_from_responsibilities
@@ -155,7 +156,9 @@ class ProductMixture(Mixture):
 
     def init(self, key, X, weights=None, method: str = "kmeans"):
         """Parameters from ``method`` ("kmeans", "k-means++", "random", "random_from_data")
-        responsibilities followed by one M-step (`jaxem._init.init_from_responsibilities`)."""
+        responsibilities followed by one M-step (`jaxem._init.init_from_responsibilities`).
+        ``key``: a `jax.random` key or an int seed."""
+        key = as_key(key)
         X, w = as_data(X, weights)
         validate(X, w, self.n_components)
         self.check_data(X)

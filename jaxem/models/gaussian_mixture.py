@@ -41,7 +41,7 @@ from .._linalg import cholesky_factors
 from .._missing import (allows_missing, check_missing, complete_rows, mean_imputed,
                         observed_weights)
 from .._status import Status, flag
-from .._checks import nonnegative_float, one_of
+from .._checks import as_key, nonnegative_float, one_of
 from .._validate import as_data, check_sample_params, check_values, is_concrete, validate
 from .._where import where
 from . import _gaussian_missing
@@ -155,11 +155,16 @@ class GaussianMixture(Mixture):
     responsibility, and is not reported as empty (`jaxem.select_n_components` pads K this way).
 
     Example:
-      >>> import jax, jaxem
-      >>> X = jax.random.normal(jax.random.key(0), (200, 2))
+      >>> import jax, jax.numpy as jnp, jaxem
+      >>> noise = jax.random.normal(jax.random.key(0), (200, 2))
+      >>> X = noise + jnp.where(jnp.arange(200)[:, None] < 100, -3.0, 3.0)  # blobs at ∓(3, 3)
       >>> model = jaxem.GaussianMixture(n_components=2)
-      >>> params = model.init(jax.random.key(1), X)
+      >>> params = model.init(0, X)                    # an int seed or a jax.random key
       >>> result = jaxem.fit(model, params, X)
+      >>> bool(result.converged), sorted(round(float(m)) for m in result.params.means[:, 0])
+      (True, [-3, 3])
+      >>> [round(float(w), 1) for w in result.params.weights]
+      [0.5, 0.5]
     """
 
     n_components: int
@@ -199,7 +204,9 @@ class GaussianMixture(Mixture):
     # --- initialisation -------------------------------------------------------------------------
     def init(self, key, X, weights=None, method: str = "kmeans") -> GaussianMixtureParams:
         """Parameters from ``method`` ("kmeans", "k-means++", "random", "random_from_data")
-        responsibilities followed by one M-step, as scikit-learn's ``init_params``."""
+        responsibilities followed by one M-step, as scikit-learn's ``init_params``. ``key``: a
+        `jax.random` key or an int seed."""
+        key = as_key(key)
         X, w = as_data(X, weights)
         if allows_missing(self):  # started from the column-mean imputed data
             w = observed_weights(X, w)

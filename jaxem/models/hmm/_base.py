@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ... import _prior
+from ..._checks import as_key
+from ..._precision import warn_if_downcast
 from ..._status import Status, flag
 from ..._compile import compiled
 from ..._labels import check_labels, clamp
@@ -123,6 +125,7 @@ class HiddenMarkovModel:
             raise ValueError(f"lengths must have shape (n_sequences,) = ({S},), got "
                              f"{np.shape(lengths)}.")
         dtype = X.dtype if jnp.issubdtype(X.dtype, jnp.floating) else jnp.result_type(float)
+        warn_if_downcast(dtype, stacklevel=4)  # float64 data computed in float32: say so once
         dtype = jax.dtypes.canonicalize_dtype(dtype)
         if is_concrete(X, weights, lengths):  # host data: NumPy, nothing compiled per shape
             Xn = np.asarray(X, dtype)
@@ -387,7 +390,9 @@ class HiddenMarkovModel:
         return pi, A
 
     def init(self, key, X, lengths=None):
-        """Starting parameters from the frames (see each family), π uniform, A = ½ I + ½/K."""
+        """Starting parameters from the frames (see each family), π uniform, A = ½ I + ½/K.
+        ``key``: a `jax.random` key or an int seed."""
+        key = as_key(key)
         X, w, _ = self._as_sequences(X, None, lengths)
         S, T, D = X.shape
         return _init_jit(self, key, X, w)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ... import _prior
+from ..._precision import uniform
 from ..._status import Status, flag
 from ..._where import where
 from ._base import HiddenMarkovModel
@@ -104,7 +105,7 @@ class CategoricalHMM(HiddenMarkovModel):
         """Symbol frequencies times uniform(0.5, 1.5) noise per state, normalised."""
         counts = w @ jax.nn.one_hot(self._symbols(frames), self.n_categories, dtype=w.dtype)
         freq = (counts + 1.0) / jnp.sum(counts + 1.0)
-        noise = jax.random.uniform(key, (self.n_states, self.n_categories), w.dtype, 0.5, 1.5)
+        noise = 0.5 + uniform(key, (self.n_states, self.n_categories), w.dtype)
         B = freq[None] * noise
         return CategoricalHMMParams(pi, A, B / jnp.sum(B, 1, keepdims=True))
 
