@@ -36,6 +36,7 @@ def test_the_docs_have_guides_with_code():
     assert len(ALL) >= 15 and OWN
 
 
+@pytest.mark.slow  # ~22 s of CI's 10-minute budget; the README blocks (most guides' code) run in CI
 def test_docs_blocks_run_as_written(tmp_path):
     blocks = OWN
     if not _have("orbax.checkpoint"):  # optional extra (the test extra installs it)

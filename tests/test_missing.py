@@ -356,6 +356,7 @@ print(diff(p, ps), diff((a.params, a.trace), (b.params, b.trace)), int(b.status)
 """
 
 
+@pytest.mark.slow  # a 2-device subprocess (~8 s); test_shard covers the sharded statistics route
 def test_sharded_fit_with_missing_equals_unsharded():
     """X with NaN split by rows over 2 simulated devices: the same init and fit (statistics
     all-reduced; the mean imputation of `init` keeps the rows where they are)."""
