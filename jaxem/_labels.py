@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._chunk import chunked_sum_rows
 from ._status import Status, flag
 from ._validate import is_concrete
 from ._where import where
@@ -84,3 +85,12 @@ def with_labels(labels) -> dict:
     """``{"labels": labels}`` when given, else ``{}`` (methods of models without labels keep
     their signature)."""
     return {} if labels is None else {"labels": labels}
+
+
+def labelled_sum(block, X, w, labels, chunk_size, width):
+    """Σ over row blocks of ``block(x, labels_block or None, w_block)``: `chunked_sum_rows` over
+    ``(X, labels, w)``, or over ``(X, w)`` with ``None`` for the labels when there are none
+    (weights last: see `chunked_sum_rows`)."""
+    if labels is None:
+        return chunked_sum_rows(lambda x, wb: block(x, None, wb), (X, w), chunk_size, width)
+    return chunked_sum_rows(block, (X, jnp.asarray(labels), w), chunk_size, width)

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from .._checks import optional_positive_int, param_shapes, positive_int
-from .._chunk import chunked_map, chunked_sum, chunked_sum_rows
-from .._labels import clamp, with_labels
+from .._chunk import chunked_map
+from .._labels import clamp, labelled_sum, with_labels
 from .._missing import allows_missing, complete_rows
 from .._validate import as_data, finite_rows, is_concrete
 from .._where import where
@@ -229,11 +229,7 @@ class Mixture(Model):
             lse = jax.scipy.special.logsumexp(clamp(lj(x), lb), axis=1)
             return jnp.sum(where(wb > 0, wb * lse, 0.0))
 
-        if labels is None:
-            return chunked_sum(lambda x, wb: block(x, None, wb), X, w, self.chunk_size,
-                               self._width(X))
-        return chunked_sum_rows(block, (X, jnp.asarray(labels), w), self.chunk_size,
-                                self._width(X))
+        return labelled_sum(block, X, w, labels, self.chunk_size, self._width(X))
 
     def predict_proba(self, params, X):
         """``(N, K)`` responsibilities p(z_n = k | x_n)."""

@@ -21,8 +21,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .._chunk import chunked_map_sum, chunked_sum_rows
-from .._labels import clamp
+from .._chunk import chunked_map_sum
+from .._labels import clamp, labelled_sum
 from .._missing import split, sweep
 from .._where import where
 from ._base import weighted_posterior
@@ -99,11 +99,7 @@ def statistics(model, params, X, w, acc, labels=None):
         tot = jnp.sum(wb)
         return jax.tree_util.tree_map(lambda a: a.astype(acc), (nk, sx, sxx, ll, tot))
 
-    if labels is None:
-        f, rows = (lambda x, wb: block(x, None, wb)), (X, w)
-    else:
-        f, rows = block, (X, jnp.asarray(labels), w)
-    nk, sx, sxx, ll, total = chunked_sum_rows(f, rows, model.chunk_size, width(model, X))
+    nk, sx, sxx, ll, total = labelled_sum(block, X, w, labels, model.chunk_size, width(model, X))
     return GaussianMixtureStatistics(nk, sx, sxx, ll, total)
 
 

@@ -53,7 +53,7 @@ from .._checks import positive_int
 from .._chunk import chunked_sum_rows
 from .._compile import compiled
 from .._init import _hard_start
-from .._labels import clamp
+from .._labels import clamp, labelled_sum
 from .._status import Status, flag
 from .._validate import (as_data, check_init_result, check_sample_params, finite_rows,
                          is_concrete, validate)
@@ -327,12 +327,8 @@ class MixtureLinearGaussian(Mixture):
             rw, ll = weighted_posterior(clamp(lj, lb), wb)
             return self._stats(rw, y, m), ll
 
-        if labels is None:
-            f, rows = (lambda x, wb: block(x, None, wb)), (X, weights)
-        else:
-            f, rows = block, (X, jnp.asarray(labels), weights)
-        (nk, sz, szz, sy, syz, syy), ll = chunked_sum_rows(f, rows, self.chunk_size,
-                                                           self._width(X))
+        (nk, sz, szz, sy, syz, syy), ll = labelled_sum(block, X, weights, labels,
+                                                       self.chunk_size, self._width(X))
         szz = szz + nk[:, None, None] * self._posterior_cov(g.Linv)
         return MixtureFactorStatistics(nk, sz, szz, sy, syz, syy, ll, jnp.sum(weights))
 

@@ -21,8 +21,7 @@ import jax.numpy as jnp
 
 from .. import _prior
 from .._checks import as_key
-from .._chunk import chunked_sum_rows
-from .._labels import clamp
+from .._labels import clamp, labelled_sum
 from .._init import init_from_responsibilities
 from .._status import Status, flag
 from .._validate import as_data, check_sample_params, is_concrete, validate
@@ -114,9 +113,8 @@ class ProductMixture(Mixture):
             bad = jnp.sum(where(jnp.all(self._valid(x), 1) | (wc == 0), 0.0, 1.0))
             return self._stats(rw, x), ll, bad
 
-        rows = (X, weights) if labels is None else (X, jnp.asarray(labels), weights)
-        f = (lambda x, wc: chunk(x, None, wc)) if labels is None else chunk
-        (nk, sx), ll, bad = chunked_sum_rows(f, rows, self.chunk_size, self.n_components)
+        (nk, sx), ll, bad = labelled_sum(chunk, X, weights, labels, self.chunk_size,
+                                         self.n_components)
         return ProductMixtureStatistics(nk, sx, ll, jnp.sum(weights), bad)
 
     def _maximize(self, st: ProductMixtureStatistics, params, reference=None):

@@ -33,10 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _prior
-from .._chunk import chunked_sum, chunked_sum_rows
+from .._chunk import chunked_sum_rows
 from .._compile import compiled
 from .._init import init_from_responsibilities
-from .._labels import clamp
+from .._labels import clamp, labelled_sum
 from .._linalg import cholesky_factors
 from .._missing import (allows_missing, check_missing, complete_rows, mean_imputed,
                         observed_weights)
@@ -108,13 +108,6 @@ def _impute(model, params, X):
 def _cast(tree, dtype):
     return jax.tree_util.tree_map(lambda a: a.astype(dtype), tree)
 
-
-def _labelled_sum(block, X, w, labels, chunk_size, width):
-    """`chunked_sum` of ``block(x, labels_block or None, w_block)`` (weights last: see
-    `chunked_sum_rows`)."""
-    if labels is None:
-        return chunked_sum(lambda x, wb: block(x, None, wb), X, w, chunk_size, width)
-    return chunked_sum_rows(block, (X, jnp.asarray(labels), w), chunk_size, width)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -544,7 +537,7 @@ class GaussianMixture(Mixture):
             rw, ll = weighted_posterior(clamp(self._log_joint_from_whitened(g, y), lb), wb)
             return _cast((self._stats(rw, y), ll), acc)
 
-        st, ll = _labelled_sum(block, X, weights, labels, self.chunk_size, self._width(X))
+        st, ll = labelled_sum(block, X, weights, labels, self.chunk_size, self._width(X))
         L, ct = _cast(g.L, acc), self.covariance_type
         if ct == "full":
             sx = jnp.einsum("kde,ke->kd", L, st.sy)
@@ -577,7 +570,7 @@ class GaussianMixture(Mixture):
             return _cast((rw.T @ phi, ll), acc)
 
         # Blocks of GEMMs only: twice the default working set per block measured fastest here.
-        M, ll = _labelled_sum(block, X, weights, labels, self.chunk_size, (len(iu) + D + 1) // 2)
+        M, ll = labelled_sum(block, X, weights, labels, self.chunk_size, (len(iu) + D + 1) // 2)
         T = len(iu)
         sym = np.zeros((D, D), int)
         sym[iu, ju] = sym[ju, iu] = np.arange(T)
