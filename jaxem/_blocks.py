@@ -2,9 +2,11 @@
 
 A *source* is an ``(N, D)`` array-like read in row blocks without being copied whole (a NumPy
 array, ``np.load(path, mmap_mode="r")``, an h5py or zarr dataset: anything with ``shape`` and row
-slicing), or a callable returning a fresh iterable of blocks ``X_b`` or ``(X_b, w_b)`` of any sizes.
-Every block is padded to ``block_size`` rows with zero rows of weight 0 (zeros are finite and in
-every family's support), so ONE compiled block program serves every block, ragged ones included.
+slicing), with optional ``(N,)`` weights and labels sliced alike, or a callable returning a fresh
+iterable of blocks ``X_b``, ``(X_b, w_b)`` or ``(X_b, w_b, y_b)`` (labels; ``w_b`` may be None) of
+any sizes. Every block is padded to ``block_size`` rows with zero rows of weight 0 (and label -1:
+zeros are finite and in every family's support), so ONE compiled block program serves every block,
+ragged ones included (one more for labelled blocks).
 
 A pass (`stream_pass`) overlaps the three stages of a block: a background thread reads block i+2
 (the disk read or the user's generator) and prepares it on the host while block i+1 is handed to
@@ -22,6 +24,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._labels import check_dtype as check_labels_dtype
+from ._labels import check_shape as check_labels_shape
 
 # Elements per block (rows = this / D) when the caller does not choose: 4 MB of float32, small
 # enough to overlap reading with computing, large enough that the per-block dispatch is nothing.
@@ -49,19 +54,30 @@ class HostBlock(NamedTuple):
     index: int  # the source's block index (a block larger than block_size gives several pieces)
     X: np.ndarray  # (block_size, D), padded with zero rows
     w: np.ndarray  # (block_size,), 0 on the padding
+    y: np.ndarray  # (block_size,) int32 labels, -1 on the padding (unused unless `labelled`)
+    labelled: bool  # the source's block had labels
     n: int  # real rows
     offset: int  # of the piece's first row in the source's block
 
+    def arrays(self) -> tuple:
+        """What a block program takes: ``(X, w)``, and the labels of a labelled block."""
+        return (self.X, self.w, self.y) if self.labelled else (self.X, self.w)
+
 
 class Source:
-    """A checked ``source`` (see the module docstring) with its optional ``weights``."""
+    """A checked ``source`` (see the module docstring) with its optional ``weights`` and
+    ``labels``. ``check_labels(y_b, n) -> int32 y_b`` checks each block's labels (ValueError);
+    without it (`jaxem.init_stream`) the labels a callable's blocks carry are not used."""
 
-    def __init__(self, source, weights=None, n_features: int | None = None):
+    def __init__(self, source, weights=None, n_features: int | None = None, labels=None,
+                 check_labels: Callable | None = None):
         self.callable = callable(source) and not hasattr(source, "shape")
         if self.callable:
-            if weights is not None:
-                raise ValueError("weights= is for array sources; a callable source yields "
-                                 "(X_b, w_b) blocks with their weights instead.")
+            for name, given in (("weights", weights), ("labels", labels)):
+                if given is not None:
+                    raise ValueError(f"{name}= is for array sources; a callable source yields "
+                                     "blocks (X_b, w_b) or (X_b, w_b, y_b) (w_b may be None) with "
+                                     f"their {name} instead.")
             self.n_rows = None
         else:
             shape = getattr(source, "shape", None)
@@ -78,10 +94,14 @@ class Source:
             if weights is not None and tuple(np.shape(weights)) != (shape[0],):
                 raise ValueError(f"weights must have shape (n_samples,) = ({shape[0]},), got "
                                  f"{np.shape(weights)}.")
+            if labels is not None:  # (values: block by block, as they are read)
+                check_labels_dtype(getattr(labels, "dtype", None) or np.asarray(labels).dtype)
+                check_labels_shape(np.shape(labels), (shape[0],))
             self.n_rows = int(shape[0])
             if self.n_rows < 1:
                 raise ValueError("source has no rows.")
         self.source, self.weights, self.n_features = source, weights, n_features
+        self.labels, self.check_labels = labels, check_labels
         self._mmap = _mapping(source)
 
     def _advise(self, X, advice, inner: bool) -> None:
@@ -112,25 +132,27 @@ class Source:
         self._advise(X, mmap.MADV_DONTNEED, inner=True)
 
     def raw_blocks(self, block_size: int):
-        """``(index, X_b, w_b or None)`` as the source gives them (array sources: row slices)."""
+        """``(index, X_b, w_b or None, y_b or None)`` as the source gives them (array sources: row
+        slices)."""
         if self.callable:
             for i, item in enumerate(self.source()):
                 if isinstance(item, (tuple, list)):
-                    if len(item) != 2:
-                        raise StreamError(f"block {i}: a block must be X_b or a pair (X_b, w_b), "
-                                          f"got a sequence of {len(item)} items.", i)
-                    yield i, item[0], item[1]
+                    if len(item) not in (2, 3):
+                        raise StreamError(f"block {i}: a block must be X_b, a pair (X_b, w_b) or "
+                                          f"a triple (X_b, w_b, y_b), got a sequence of "
+                                          f"{len(item)} items.", i)
+                    yield i, item[0], item[1], item[2] if len(item) == 3 else None
                 else:
-                    yield i, item, None
+                    yield i, item, None, None
         else:
+            rows = lambda a, v: None if v is None else v[a:a + block_size]
             for i, a in enumerate(range(0, self.n_rows, block_size)):
                 self.prefetch(a + block_size, a + 2 * block_size)  # the next block, read ahead
-                w = None if self.weights is None else self.weights[a:a + block_size]
-                yield i, self.source[a:a + block_size], w
+                yield i, self.source[a:a + block_size], rows(a, self.weights), rows(a, self.labels)
 
     def first_block(self) -> np.ndarray:
         """The first block's X (a small read), e.g. for its dtype and a reference row."""
-        for _, X, _ in self.raw_blocks(1024):
+        for _, X, _, _ in self.raw_blocks(1024):
             return np.asarray(X)
         raise ValueError("source yielded no blocks.")
 
@@ -174,7 +196,7 @@ def _aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
 
 
 class BufferPool:
-    """A fixed set of reusable padded host buffers ``(X (B, D), w (B,))``.
+    """A fixed set of reusable padded host buffers ``(X (B, D), w (B,), y (B,) int32)``.
 
     Every block goes through one of them, so a pass allocates nothing per block: with a fresh
     array per block glibc's allocator (its mmap threshold rises after the first frees, so later
@@ -184,7 +206,8 @@ class BufferPool:
     def __init__(self, size: int, B: int, D: int, dtype):
         self.free = queue.Queue()
         for _ in range(size):
-            self.free.put((_aligned_empty((B, D), dtype), _aligned_empty((B,), dtype)))
+            self.free.put((_aligned_empty((B, D), dtype), _aligned_empty((B,), dtype),
+                           _aligned_empty((B,), np.int32)))
 
     def get(self, stop: threading.Event):
         while not stop.is_set():
@@ -206,7 +229,7 @@ def host_blocks(src: Source, block_size: int, dtype, D: int, pool: BufferPool | 
                 stop: threading.Event | None = None):
     """Padded `HostBlock` pieces of at most ``block_size`` rows, shapes checked on the host (in
     buffers of ``pool`` when given, else fresh arrays)."""
-    for i, X, w in src.raw_blocks(block_size):
+    for i, X, w, y in src.raw_blocks(block_size):
         X = np.asarray(X)
         if X.ndim == 1 and D == 1:
             X = X[:, None]
@@ -217,18 +240,29 @@ def host_blocks(src: Source, block_size: int, dtype, D: int, pool: BufferPool | 
             if w.shape != (X.shape[0],):
                 raise StreamError(f"block {i}: weights must have shape ({X.shape[0]},), got "
                                   f"{w.shape}.", i)
+        if y is not None and src.check_labels is not None:
+            try:
+                y = src.check_labels(y, X.shape[0])
+            except ValueError as err:
+                where = "" if src.callable else f" (rows from {i * block_size})"
+                raise StreamError(f"block {i}{where}: {err}", i) from None
+        else:
+            y = None
         for a in range(0, X.shape[0], block_size):
             n = min(block_size, X.shape[0] - a)
             if pool is None:
-                Xp, wp = np.empty((block_size, D), dtype), np.empty(block_size, dtype)
+                Xp, wp, yp = (np.empty((block_size, D), dtype), np.empty(block_size, dtype),
+                              np.empty(block_size, np.int32))
             else:
-                Xp, wp = pool.get(stop)
+                Xp, wp, yp = pool.get(stop)
             Xp[:n] = X[a:a + n]  # the read (and cast) of a memmap happens here
             Xp[n:] = 0
             src.release(X[a:a + n])
             wp[:n] = 1 if w is None else w[a:a + n]
             wp[n:] = 0
-            yield HostBlock(i, Xp, wp, n, a)
+            yp[:n] = -1 if y is None else y[a:a + n]
+            yp[n:] = -1
+            yield HostBlock(i, Xp, wp, yp, y is not None, n, a)
 
 
 _END = object()
@@ -329,7 +363,8 @@ def _check_flags(flags, index: int, start: int | None, offset: int,
 def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, carry, *,
                 model=None, on_host: Callable | None = None, bar=None):
     """One pass over ``src``: ``carry, flags = step(carry, X_b, w_b)`` per padded block (device
-    arrays), flags checked one block behind so the device never waits for the host. ``on_host(b)``
+    arrays; ``step(carry, X_b, w_b, y_b)`` for a block with labels, `HostBlock.arrays`), flags
+    checked one block behind so the device never waits for the host. ``on_host(b)``
     sees each `HostBlock` (e.g. to sample rows). Returns ``(carry, rows with positive weight)``."""
     depth = 2
     pool = BufferPool(depth + 4, block_size, D, dtype)
@@ -347,7 +382,7 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
 
     try:
         for b in reader:
-            dev = (jax.device_put(b.X), jax.device_put(b.w))
+            dev = tuple(jax.device_put(a) for a in b.arrays())
             carry, flags = step(carry, *dev)
             if on_host is not None:
                 on_host(b)
@@ -356,7 +391,7 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
             row0 = None if src.callable else b.index * block_size
             if bar is not None:
                 bar.update(b.n)
-            pending = (flags, b.index, row0, b.offset, (b.X, b.w), dev)
+            pending = (flags, b.index, row0, b.offset, (b.X, b.w, b.y), dev)
             del dev, b
         if pending is not None:
             n_pos += retire(pending)

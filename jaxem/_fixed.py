@@ -51,15 +51,17 @@ def restore(new, old, fixed: tuple):
     return new._replace(**{f: getattr(old, f) for f in fixed})
 
 
-def maximize_fixed(model, stats, params, fixed: tuple):
+def maximize_fixed(model, stats, params, fixed: tuple, reference=None):
     """``model._maximize(stats, params)`` with the ``fixed`` fields held at ``params``' values:
     the family's ``_maximize_fixed`` hook (conditional maximisers, ECM) when it has one, then the
-    fixed fields restored bit for bit. Returns ``(params, status)``."""
+    fixed fields restored bit for bit. Returns ``(params, status)``. ``reference``: the point the
+    statistics are about, when not the default of ``params`` (`jaxem.fit_online`)."""
+    ref = {} if reference is None else {"reference": reference}
     if not fixed:
-        return model._maximize(stats, params)
+        return model._maximize(stats, params, **ref)
     hook = getattr(model, "_maximize_fixed", None)
-    new, status = (hook(stats, params, fixed) if hook is not None
-                   else model._maximize(stats, params))
+    new, status = (hook(stats, params, fixed, **ref) if hook is not None
+                   else model._maximize(stats, params, **ref))
     return restore(new, params, fixed), status
 
 

@@ -43,35 +43,62 @@ def check_labels(model, labels, w):
     (S, T) for HMMs; an HMM's single sequence may take ``(T,)``). ValueError (naming ``labels``
     and the fix) for a model without components, a non-integer dtype, a wrong shape, and, outside
     jit, values outside [-1, K)."""
-    name = type(model).__name__
-    if not supports_labels(model):
-        raise ValueError(
-            f"labels= needs a model with discrete components (a mixture or an HMM); {name} has "
-            "continuous latent factors, so there is no component to clamp: drop labels=.")
+    require_components(model)
     if not isinstance(labels, (jax.Array, jax.core.Tracer)):
         labels = np.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(
-            f"labels must be an integer array (-1 = unknown, else the known component), got dtype "
-            f"{labels.dtype}; pass e.g. labels.astype(int) with -1 for the unlabelled rows.")
+    check_dtype(labels.dtype)
     shape = tuple(w.shape)
     if labels.ndim == 1 and len(shape) == 2 and shape[0] == 1:  # one sequence (T,)
         labels = labels[None]
-    if tuple(labels.shape) != shape:
+    check_shape(labels.shape, shape)
+    if is_concrete(labels):
+        check_range(np.asarray(labels), model.n_components)
+    return jnp.asarray(labels, jnp.int32)
+
+
+def host_labels(model, labels, n: int) -> np.ndarray:
+    """The labels of one block of ``n`` rows (a streamed pass, on the host), checked as
+    `check_labels` checks them (same messages), as int32 NumPy."""
+    require_components(model)
+    labels = np.asarray(labels)
+    check_dtype(labels.dtype)
+    check_shape(labels.shape, (n,))
+    check_range(labels, model.n_components)
+    return labels.astype(np.int32, copy=False)
+
+
+def require_components(model) -> None:
+    if not supports_labels(model):
+        raise ValueError(
+            f"labels= needs a model with discrete components (a mixture or an HMM); "
+            f"{type(model).__name__} has continuous latent factors, so there is no component to "
+            "clamp: drop labels=.")
+
+
+def check_dtype(dtype) -> None:
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(
+            f"labels must be an integer array (-1 = unknown, else the known component), got dtype "
+            f"{dtype}; pass e.g. labels.astype(int) with -1 for the unlabelled rows.")
+
+
+def check_shape(got, shape) -> None:
+    shape = tuple(shape)
+    if tuple(got) != shape:
         want = f"({shape[0]},) (one per row of X)" if len(shape) == 1 else (
             f"(n_sequences, T) = {shape} (one per time step; (T,) for one sequence)")
-        raise ValueError(f"labels must have shape {want}, got {tuple(labels.shape)}; use -1 for "
+        raise ValueError(f"labels must have shape {want}, got {tuple(got)}; use -1 for "
                          "the unknown ones.")
-    K = int(model.n_components)
-    if is_concrete(labels):
-        ln = np.asarray(labels)
-        bad = (ln < -1) | (ln >= K)
-        if np.any(bad):
-            raise ValueError(
-                f"labels must lie in [-1, {K - 1}] (-1 = unknown, else a component of the "
-                f"{K}-component model); got {int(bad.sum())} value(s) outside, e.g. "
-                f"{ln[bad][:3].tolist()}. Recode them (unknown: -1).")
-    return jnp.asarray(labels, jnp.int32)
+
+
+def check_range(labels: np.ndarray, n_components) -> None:
+    K = int(n_components)
+    bad = (labels < -1) | (labels >= K)
+    if np.any(bad):
+        raise ValueError(
+            f"labels must lie in [-1, {K - 1}] (-1 = unknown, else a component of the "
+            f"{K}-component model); got {int(bad.sum())} value(s) outside, e.g. "
+            f"{labels[bad][:3].tolist()}. Recode them (unknown: -1).")
 
 
 def labels_status(labels, n_components: int):

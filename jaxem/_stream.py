@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -12,25 +13,29 @@ from ._blocks import (Source, StreamError, check_block_size, default_block_size,
                       progress_bar, stream_pass, zeros_like_shapes, block_flags)
 from ._compile import compiled
 from ._fit import FitResult, _all_finite
+from ._fixed import check_fixed, maximize_fixed
+from ._labels import host_labels, require_components, with_labels
 from ._prior import log_posterior_sum
 from ._status import FATAL, Status
 from .models._base import Model
 
 
 @compiled(static_argnames=("model",))
-def _block_step(model, params, acc, comp, X, w):
-    """One block: its statistics at ``params`` added (compensated) to the pass's running sum, and
-    the block's check flags. The only program a pass runs."""
-    acc, comp = neumaier_add(acc, comp, model._statistics(params, X, w))
+def _block_step(model, params, acc, comp, X, w, y=None):
+    """One block: its statistics at ``params`` (``y``: the block's labels, -1 unknown) added
+    (compensated) to the pass's running sum, and the block's check flags. The only program a pass
+    runs (two with both labelled and unlabelled blocks)."""
+    acc, comp = neumaier_add(acc, comp, model._statistics(params, X, w, **with_labels(y)))
     return acc, comp, block_flags(model, X, w)
 
 
-@compiled(static_argnames=("model",))
-def _finish(model, params, acc, comp):
-    """The M-step of a pass's statistics, with the mean log-likelihood and the finiteness tests of
-    `jaxem.fit`'s non-finite guard: ``(new, status, ll, ll finite, ll and new finite)``."""
+@compiled(static_argnames=("model", "fixed"))
+def _finish(model, params, acc, comp, fixed=()):
+    """The M-step of a pass's statistics (the ``fixed`` fields held, `jaxem._fixed`), with the mean
+    log-likelihood and the finiteness tests of `jaxem.fit`'s non-finite guard: ``(new, status, ll,
+    ll finite, ll and new finite)``."""
     st = jax.tree_util.tree_map(jnp.add, acc, comp)
-    new, status = model._maximize(st, params)
+    new, status = maximize_fixed(model, st, params, fixed)
     dtype = jnp.result_type(*[x for x in jax.tree_util.tree_leaves(params)
                               if jnp.issubdtype(x.dtype, jnp.inexact)])
     ll = log_posterior_sum(model, params, st.log_likelihood.astype(dtype)) / st.total_weight.astype(
@@ -86,8 +91,8 @@ class _Streamer:
         zero = zeros_like_shapes(self.shapes)
         bar = progress_bar(self.progress, self.src.n_rows, desc)
 
-        def step(carry, X, w):
-            acc, comp, flags = _block_step(self.model, params, *carry, X, w)
+        def step(carry, X, w, y=None):
+            acc, comp, flags = _block_step(self.model, params, *carry, X, w, y)
             return (acc, comp), flags
 
         try:
@@ -99,8 +104,8 @@ class _Streamer:
         return acc, comp, n_pos
 
 
-def fit_stream(model, params, source, *, weights=None, max_iter: int = 100, tol=1e-3,
-               block_size: int | None = None, progress: bool = False) -> FitResult:
+def fit_stream(model, params, source, *, weights=None, labels=None, fixed=(), max_iter: int = 100,
+               tol=1e-3, block_size: int | None = None, progress: bool = False) -> FitResult:
     """Fit ``model`` by exact EM over data read in row blocks (larger than memory).
 
     The EM map T(θ) = maximize(Σ_b S(θ, X_b, w_b), θ) of `jaxem.fit`, with the sum of the expected
@@ -117,7 +122,8 @@ def fit_stream(model, params, source, *, weights=None, max_iter: int = 100, tol=
     runs ``max_iter``), on ``Status.NONFINITE`` (the last finite parameters are kept) or on a fatal
     status; ``log_likelihood`` is at the returned parameters (one more pass); ``status`` and
     ``n_iter`` as in `jaxem.fit`. On the same data the result equals `jaxem.fit`'s (same ``n_iter``;
-    trace and parameters to rounding).
+    trace and parameters to rounding), also with partial ``labels``, ``fixed`` fields and a prior
+    on the model (MAP EM: ``trace`` is the log posterior, as in `jaxem.fit`).
 
     Args:
       model: a family with a closed-form M-step (GaussianMixture, PPCA, FactorAnalysis,
@@ -126,11 +132,16 @@ def fit_stream(model, params, source, *, weights=None, max_iter: int = 100, tol=
         dtype the blocks are computed in.
       source: an ``(N, D)`` array-like with ``shape`` and row slicing, read block by block without
         being copied whole (``np.load(path, mmap_mode="r")``, an h5py/zarr dataset, a NumPy array),
-        or a callable returning a fresh iterable of blocks ``X_b`` or ``(X_b, w_b)`` of any sizes
+        or a callable returning a fresh iterable of blocks ``X_b``, ``(X_b, w_b)`` or ``(X_b, w_b,
+        y_b)`` (``y_b`` the block's labels as ``labels`` below; ``w_b`` may be None) of any sizes
         (called once per pass, and once more to read the first block's length when
         ``block_size`` is None). Each block is copied before the next is asked for, so a
         generator may reuse one buffer.
       weights: ``(N,)`` non-negative weights for an array source (array-like, sliced like it).
+      labels: ``(N,)`` integer partial labels for an array source (array-like, sliced like it;
+        a callable source yields them in its blocks): -1 = unknown, k = the row's component is
+        known to be k, as in `jaxem.fit` (mixtures only; `jaxem._labels`).
+      fixed: names of fields of ``params`` kept at their starting values (ECM), as in `jaxem.fit`.
       max_iter: maximum number of EM iterations (passes).
       tol: tolerance on the change of the mean log-likelihood; 0 runs ``max_iter`` iterations.
       block_size: rows per block; None: about 2**20 elements for an array source (capped at N),
@@ -144,11 +155,12 @@ def fit_stream(model, params, source, *, weights=None, max_iter: int = 100, tol=
     Raises:
       StreamError: (a ValueError) a bad block: NaN/inf in X or weights, a wrong number of
         features, negative weights, values outside the family's support (Bernoulli: [0, 1],
-        Poisson: >= 0). The message names the block's index; ``err.block`` is it, and
+        Poisson: >= 0), labels outside [-1, K) or of the wrong length or dtype. The message names
+        the block's index; ``err.block`` is it, and
         ``err.result`` is a `jaxem.FitResult` of the iterations completed before the failing pass
         (its ``params`` are the last complete pass's).
-      ValueError: bad arguments (max_iter, tol, block_size, weights, source), fewer rows with
-        positive weight than ``n_components``.
+      ValueError: bad arguments (max_iter, tol, block_size, weights, labels, fixed, source), fewer
+        rows with positive weight than ``n_components``.
 
     Example:
       >>> import os, tempfile, numpy as np, jax, jaxem
@@ -160,12 +172,25 @@ def fit_stream(model, params, source, *, weights=None, max_iter: int = 100, tol=
       >>> result = jaxem.fit_stream(model, params, X, block_size=2048)
       >>> int(result.status) & ~int(jaxem.Status.MAX_ITER_REACHED)
       0
+
+      Partial labels (-1 = unknown) and fixed fields, as in `jaxem.fit`:
+
+      >>> y = np.full(len(X), -1)
+      >>> y[:10] = 0
+      >>> result = jaxem.fit_stream(model, params, X, labels=y, fixed=("weights",), max_iter=5,
+      ...                           block_size=2048)
+      >>> bool((result.params.weights == params.weights).all())
+      True
     """
     check_model(model)
     max_iter, tol = _check_iteration_args(max_iter, tol)
     block_size = check_block_size(block_size)
     params = jax.tree_util.tree_map(jnp.asarray, params)
-    src = Source(source, weights, model.n_features(params))
+    fixed = check_fixed(params, fixed)
+    if labels is not None:
+        require_components(model)
+    src = Source(source, weights, model.n_features(params), labels,
+                 functools.partial(host_labels, model))
     if src.callable and block_size is None:
         block_size = len(src.first_block())
     s = _Streamer(model, params, src, block_size, progress)
@@ -187,7 +212,7 @@ def fit_stream(model, params, source, *, weights=None, max_iter: int = 100, tol=
                 raise ValueError(
                     f"n_components={model.n_components} is larger than the number of rows with "
                     f"positive weight ({n_pos}); use fewer components or pass more data.")
-            new, mstatus, ll, ok_ll, ok = _finish(model, params, acc, comp)
+            new, mstatus, ll, ok_ll, ok = _finish(model, params, acc, comp, fixed=fixed)
             ll, ok_ll, ok = dtype.type(ll), bool(ok_ll), bool(ok)
             if not ok_ll:  # the parameters entering this iteration are unusable: back one step
                 params, final_ll = prev, (ll_prev if i > 0 else ll)
@@ -206,7 +231,7 @@ def fit_stream(model, params, source, *, weights=None, max_iter: int = 100, tol=
                 break
         if final_ll is None:  # log p(X | θ) at the returned parameters: one more pass
             acc, comp, _ = s.statistics(params, "log-likelihood")
-            final_ll = dtype.type(_finish(model, params, acc, comp)[2])
+            final_ll = dtype.type(_finish(model, params, acc, comp, fixed=fixed)[2])
     except StreamError as err:
         err.result = partial_result()
         raise

@@ -109,6 +109,16 @@ def assert_params(a, b, rtol=1e-8, atol=1e-10):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
+def assert_same_fit(ref, r):
+    """Another driver's result ``r`` on the same rows as `jaxem.fit`'s ``ref``: n_iter, status
+    (but MAX_ITER_REACHED: fit_online has no tol here), trace and params to rounding."""
+    n = int(ref.n_iter)
+    mask = ~int(jaxem.Status.MAX_ITER_REACHED)
+    assert int(r.n_iter) == n and int(r.status) & mask == int(ref.status) & mask
+    np.testing.assert_allclose(np.asarray(r.trace)[:n], np.asarray(ref.trace)[:n], rtol=1e-10)
+    assert_params(r.params, ref.params, rtol=1e-9, atol=1e-11)
+
+
 def monotone(trace):
     t = np.asarray(trace)
     t = t[np.isfinite(t)]
@@ -161,6 +171,14 @@ def test_partial_labels_follow_numpy_semi_supervised_em(data, start):
     np.testing.assert_allclose(st.counts, np.exp(lj0 - logsumexp(lj0, 1)[:, None]).sum(0),
                                rtol=1e-10)
     assert monotone(r.trace)
+    # The scale-out drivers on the same rows run the same iterates: fit_stream over a generator
+    # of uneven (X_b, None, y_b) blocks (16, 5, 29 in two pieces, 10 rows) and fit_online on one
+    # stacked batch of all the rows with γ = 1 (batch EM), the labels stacked like it.
+    cuts = [0, 16, 21, 50, 60]
+    blocks = lambda: ((X[a:b], None, partial[a:b]) for a, b in zip(cuts[:-1], cuts[1:]))
+    assert_same_fit(r, jaxem.fit_stream(model, start, blocks, max_iter=4, tol=0, block_size=16))
+    assert_same_fit(r, jaxem.fit_online(model, start, np.stack([X] * 4),
+                                        labels=np.stack([partial] * 4), step_size=1.0))
 
 
 @pytest.mark.parametrize("family", ["bernoulli", "poisson"])
@@ -524,6 +542,15 @@ def test_prior_with_fixed_means_and_labels_is_the_conditional_map(data):
     np.testing.assert_array_equal(r.params.means, p.means)
     np.testing.assert_allclose(r.params.covariances, np.stack(cov), rtol=1e-10)
     np.testing.assert_allclose(r.params.weights, (nk + 2.0) / (60 + 4.0), rtol=1e-12)
+    # The same MAP ECM fit by fit_stream (blocks of 16 rows, the labels sliced like X) and by
+    # fit_online (one batch of all the rows, γ = 1, the prior weighed against n_samples=60 rows).
+    s = jaxem.fit_stream(model, p, X, labels=y, fixed=("means",), tol=1e-12, block_size=16)
+    assert_same_fit(r, s)
+    np.testing.assert_allclose(s.log_likelihood, float(r.log_likelihood), rtol=1e-10)
+    o = jaxem.fit_online(model, p, [(X, None, y)] * int(r.n_iter), fixed=("means",),
+                         n_samples=60, step_size=1.0)
+    np.testing.assert_array_equal(o.params.means, p.means)
+    assert_same_fit(r, o)
 
 
 @pytest.fixture(scope="module")
@@ -589,3 +616,57 @@ def test_generalized_em_implicit_root_is_the_map_with_a_prior(data):
     np.testing.assert_allclose(F.covariances, 0.0, atol=1e-6)
     g = jax.grad(lambda p: model.log_likelihood(p, X) / 60)(r.params)
     assert np.abs(np.asarray(g.means)).max() > 1e-2
+
+
+
+# --- fit_stream / fit_online: argument errors, fixed fields of another family --------------------
+def test_scale_out_label_and_fixed_errors(data, start):
+    X, y, partial = data
+    gm = jaxem.GaussianMixture(2)
+    bad = partial.copy()
+    bad[20] = 2  # in block 1 of 16 rows
+    with pytest.raises(jaxem.StreamError, match=r"block 1 \(rows from 16\): labels must lie in "
+                                                r"\[-1, 1\]") as info:
+        jaxem.fit_stream(gm, start, X, labels=bad, block_size=16)
+    assert info.value.block == 1 and int(info.value.result.n_iter) == 0
+    with pytest.raises(jaxem.StreamError, match=r"block 1: labels must have shape \(5,\)"):
+        jaxem.fit_stream(gm, start, lambda: iter([(X[:30], None, y[:30]), (X[30:35], None, y)]),
+                         block_size=16)
+    with pytest.raises(ValueError, match=r"labels must have shape \(60,\)"):
+        jaxem.fit_stream(gm, start, X, labels=y[:50])
+    with pytest.raises(ValueError, match="labels must be an integer array"):
+        jaxem.fit_stream(gm, start, X, labels=y.astype(float))
+    with pytest.raises(ValueError, match="labels= is for array sources"):
+        jaxem.fit_stream(gm, start, lambda: iter([X]), labels=y)
+    ppca = jaxem.PPCAParams(np.zeros(2), np.ones((2, 1)), np.array(1.0))
+    with pytest.raises(ValueError, match="labels= needs a model with discrete components"):
+        jaxem.fit_stream(jaxem.PPCA(1), ppca, X, labels=y)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        jaxem.fit_online(gm, start, [(X, None, np.full(60, 2))])
+    with pytest.raises(ValueError, match=r"labels of stacked batches must have shape \(T, B\)"):
+        jaxem.fit_online(gm, start, X[None], labels=partial)
+    with pytest.raises(ValueError, match="labels= is for stacked batches"):
+        jaxem.fit_online(gm, start, [X], labels=partial)
+    with pytest.raises(ValueError, match="labels= needs a model with discrete components"):
+        jaxem.fit_online(jaxem.PPCA(1), ppca, X[None], labels=y[None])
+    for driver in (jaxem.fit_stream, jaxem.fit_online):
+        with pytest.raises(ValueError, match=r"\['weights', 'means', 'covariances'\]"):
+            driver(gm, start, [X] if driver is jaxem.fit_online else X, fixed=("mean",))
+
+
+def test_scale_out_drivers_with_fixed_loadings_are_fit():
+    """Factor analysis with W fixed and the mean free (`test_latent_factor_fixed_fields_follow_
+    numpy_ecm`'s problem): `fit_stream` (blocks of 16 rows) and `fit_online` (one batch, γ = 1;
+    its statistics about θ_0's mean while the mean moves) run `jaxem.fit`'s ECM iterates."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(50, 4)) @ rng.normal(size=(4, 4)) + 3.0
+    p = jaxem.FactorAnalysisParams(X.mean(0) + 0.5, rng.normal(size=(4, 2)),
+                                   np.array([0.5, 0.7, 0.9, 1.1]))
+    model = jaxem.FactorAnalysis(2)
+    ref = jaxem.fit(model, p, X, fixed=("W",), max_iter=3, tol=0)
+    s = jaxem.fit_stream(model, p, X, fixed=("W",), max_iter=3, tol=0, block_size=16)
+    o = jaxem.fit_online(model, p, [X] * 3, fixed=("W",), step_size=1.0)
+    for r in (s, o):
+        assert_same_fit(ref, r)
+        np.testing.assert_array_equal(r.params.W, p.W)
+    assert not np.allclose(o.params.mean, p.mean)  # the mean moved away from the reference

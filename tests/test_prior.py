@@ -406,6 +406,35 @@ def test_fit_stream_with_a_prior_follows_the_reference(data):
     np.testing.assert_allclose(tr - tr[0], (ref - ref[0]) / len(X), rtol=1e-9, atol=1e-11)
 
 
+def test_fit_online_with_a_prior_and_n_samples(data):
+    """One batch of all N rows, γ = 1 and ``n_samples=N``: every step of online EM is an
+    iteration of `jaxem.fit`'s MAP EM, and the trace is the same log posterior per row. With
+    ``n_samples=2N`` the prior counts as for 2N rows: the first step is the MAP step of the data
+    taken twice (NumPy reference). Without ``n_samples`` a prior is refused."""
+    X, labels = data
+    ct, prior, pr = _prior_case("full")  # `test_fit_reports_the_log_posterior`'s compiled fit
+    model = jaxem.GaussianMixture(3, ct, reg_covar=0.0, prior=prior)
+    p0 = _start(X, labels, ct)
+    ref = jaxem.fit(model, p0, X, tol=0.0, max_iter=N_ITER)
+    res = jaxem.fit_online(model, p0, [X] * N_ITER, step_size=1.0, n_samples=len(X))
+    assert int(res.n_iter) == N_ITER and int(res.status) == 0
+    np.testing.assert_allclose(np.asarray(res.trace), np.asarray(ref.trace), rtol=1e-10)
+    for got, want in zip(res.params, ref.params):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-11)
+    # (log_likelihood: the running mean of the trace; with γ = 1 its last entry)
+    np.testing.assert_allclose(float(res.log_likelihood), float(res.trace[-1]), rtol=1e-12)
+    twice = jaxem.fit_online(model, p0, [X], step_size=1.0, n_samples=2 * len(X))
+    (w, mu, cov), _ = _reference_iterates(np.concatenate([X, X]), p0, ct, pr, 1)
+    for got, want in zip(twice.params, (w, mu, cov)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-11)
+    assert not np.allclose(np.asarray(twice.params.covariances), np.asarray(
+        jaxem.fit_online(model, p0, [X], step_size=1.0, n_samples=len(X)).params.covariances))
+    with pytest.raises(ValueError, match="needs n_samples="):
+        jaxem.fit_online(model, p0, [X])
+    with pytest.raises(ValueError, match="n_samples must be a positive number"):
+        jaxem.fit_online(model, p0, [X], n_samples=-1)
+
+
 def test_bad_priors_raise():
     with pytest.raises(ValueError, match="shrinkage"):
         jaxem.GaussianPrior(shrinkage=-1.0)

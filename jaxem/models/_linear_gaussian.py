@@ -277,8 +277,9 @@ class LinearGaussian(Model):
         psi = self._floor(jnp.mean(psi) if self.isotropic else psi, var)
         return self._make(c + b, W, psi), jnp.int32(0)
 
-    def _maximize_fixed(self, st: LatentFactorStatistics, params, fixed):
-        """`_maximize` with ``fixed`` fields held (ECM, `jaxem._fixed`), about c = ``params.mean``.
+    def _maximize_fixed(self, st: LatentFactorStatistics, params, fixed, reference=None):
+        """`_maximize` with ``fixed`` fields held (ECM, `jaxem._fixed`), about c = ``reference``
+        (None: ``params.mean``; with μ fixed the statistics must be about it).
         With b = μ - c and the residual r = y - b - W z:
           μ fixed, W free:  W = (Σ w y E[z]ᵀ - b Σ w E[z]ᵀ) (Σ w E[zzᵀ])⁻¹   (regression without
                             an intercept);
@@ -287,8 +288,8 @@ class LinearGaussian(Model):
         does not enter the maximisers of μ and W, so a fixed noise alone is just restored (by
         the caller)."""
         if "mean" not in fixed and "W" not in fixed:
-            return self._maximize(st, params)
-        c = params.mean
+            return self._maximize(st, params, reference)
+        c = params.mean if reference is None else reference
         s0 = st.total_weight
         Sz, Szz, Sy, Syz, Syy = st.sum_z, st.sum_zz, st.sum_y, st.sum_yz, st.sum_yy
         if "W" in fixed:

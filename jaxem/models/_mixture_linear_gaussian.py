@@ -343,16 +343,16 @@ class MixtureLinearGaussian(Mixture):
         c = params.means if reference is None else reference
         return _maximize(st, c, params, self.isotropic, self._make)
 
-    def _maximize_fixed(self, st: MixtureFactorStatistics, params, fixed):
-        """`_maximize` with ``fixed`` fields held (ECM, `jaxem._fixed`), about c_k = μ_k (the fit
-        loop's reference). μ_k and W_k are solved jointly by `_maximize`, so holding one gives the
+    def _maximize_fixed(self, st: MixtureFactorStatistics, params, fixed, reference=None):
+        """`_maximize` with ``fixed`` fields held (ECM, `jaxem._fixed`), about c_k = ``reference``
+        (None: μ_k, the fit loop's reference; with μ fixed the statistics must be about it). μ_k and W_k are solved jointly by `_maximize`, so holding one gives the
         other's conditional maximiser, with b_k = μ_k - c_k:
           μ fixed, W free:  W_k = Σ w h y mᵀ (Σ w h E[zzᵀ])⁻¹          (b_k = 0, no intercept);
           W fixed, μ free:  b_k = (Σ w h y - W_k Σ w h m) / N_k;
         then ψ_kd = Σ_n w_n h_nk E[r_nkd²] / N_k (r = y - b - W z; its mean for PPCA) at the new
         μ and W. π and Ψ do not enter the maximisers of the others: a fixed weights / noise is
         just restored (by the caller)."""
-        new, status = self._maximize(st, params)
+        new, status = self._maximize(st, params, reference)
         if "means" not in fixed and "loadings" not in fixed:
             return new, status
         dtype = st.sum_y.dtype
@@ -377,7 +377,7 @@ class MixtureLinearGaussian(Mixture):
              + jnp.sum(jnp.einsum("kdi,kij->kdj", W, Szz) * W, -1))
         var = Syy / n - (Sy / n) ** 2
         psi = _floor(jnp.mean(R / n, -1) if self.isotropic else R / n, var, nk_e)
-        c = params.means.astype(dtype)
+        c = (params.means if reference is None else reference).astype(dtype)
         means = where(keep[:, None], new.means, (c + b).astype(new.means.dtype))
         W = where(keep[:, None, None], new.loadings, W.astype(new.loadings.dtype))
         psi = where(keep[:, None] if psi.ndim == 2 else keep, new.noise_variance,

@@ -478,15 +478,17 @@ class GaussianMixture(Mixture):
             self._identity_geometry(jnp.asarray(ref, acc)), prev)
         return _cast(new, params.means.dtype), status
 
-    def _maximize_fixed(self, st: GaussianMixtureStatistics, params, fixed):
+    def _maximize_fixed(self, st: GaussianMixtureStatistics, params, fixed, reference=None):
         """`_maximize` with ``fixed`` fields held (ECM, `jaxem._fixed`). The weights' and means'
         maximisers depend on nothing else; the covariances' depend on the means: with the means
         fixed, Σ_k = Σ_n w_n r_nk (x_n - μ_k)(x_n - μ_k)ᵀ / N_k about the fixed μ_k, i.e. the
         statistics about the means (their reference in the fit loop) with the first moment
-        zeroed (d_k = 0). The fixed fields are restored by the caller."""
+        zeroed (d_k = 0). The fixed fields are restored by the caller. ``reference``: that of
+        the statistics (None: the means); with the means fixed it must be them (as it is in every
+        driver: fixed means never move, so `jaxem.fit_online`'s fixed reference is them too)."""
         if "means" in fixed:
             st = self._condition_on_means(st, params)
-        return self._maximize(st, params)
+        return self._maximize(st, params, reference)
 
     def _condition_on_means(self, st: GaussianMixtureStatistics, params):
         """Statistics (about the means) whose `_maximize` gives the covariances' maximiser at the
