@@ -133,7 +133,8 @@ def fit_stream(model, params, source, *, weights=None, labels=None, fixed=(), ma
       source: an ``(N, D)`` array-like with ``shape`` and row slicing, read block by block without
         being copied whole (``np.load(path, mmap_mode="r")``, an h5py/zarr dataset, a NumPy array),
         or a callable returning a fresh iterable of blocks ``X_b``, ``(X_b, w_b)`` or ``(X_b, w_b,
-        y_b)`` (``y_b`` the block's labels as ``labels`` below; ``w_b`` may be None) of any sizes
+        y_b)`` (``y_b`` the block's labels as ``labels`` below, a block without them unlabelled;
+        ``w_b`` may be None) of any sizes
         (called once per pass, and once more to read the first block's length when
         ``block_size`` is None). Each block is copied before the next is asked for, so a
         generator may reuse one buffer.

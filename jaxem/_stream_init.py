@@ -141,7 +141,8 @@ def init_stream(model, key, source, *, weights=None, block_size: int | None = No
     Args:
       model: a closed-form family.
       key: a `jax.random` key.
-      source, weights, block_size, progress: as in `jaxem.fit_stream`.
+      source, weights, block_size, progress: as in `jaxem.fit_stream` (labels that a callable's
+        blocks carry, ``(X_b, w_b, y_b)``, are not used here).
       sample_size: rows in the reservoir sample (mixtures); None: max(10,000, 100 K).
       n_passes: streamed Lloyd passes (mixtures), >= 1.
 
