@@ -95,7 +95,8 @@ class Source:
                 raise ValueError(f"weights must have shape (n_samples,) = ({shape[0]},), got "
                                  f"{np.shape(weights)}.")
             if labels is not None:  # (values: block by block, as they are read)
-                check_labels_dtype(getattr(labels, "dtype", None) or np.asarray(labels).dtype)
+                dtype = getattr(labels, "dtype", None)  # (a dtype's truth value is its length)
+                check_labels_dtype(np.asarray(labels).dtype if dtype is None else dtype)
                 check_labels_shape(np.shape(labels), (shape[0],))
             self.n_rows = int(shape[0])
             if self.n_rows < 1:

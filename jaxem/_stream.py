@@ -134,10 +134,9 @@ def fit_stream(model, params, source, *, weights=None, labels=None, fixed=(), ma
         being copied whole (``np.load(path, mmap_mode="r")``, an h5py/zarr dataset, a NumPy array),
         or a callable returning a fresh iterable of blocks ``X_b``, ``(X_b, w_b)`` or ``(X_b, w_b,
         y_b)`` (``y_b`` the block's labels as ``labels`` below, a block without them unlabelled;
-        ``w_b`` may be None) of any sizes
-        (called once per pass, and once more to read the first block's length when
-        ``block_size`` is None). Each block is copied before the next is asked for, so a
-        generator may reuse one buffer.
+        ``w_b`` may be None) of any sizes (called once per pass, and once more to read the first
+        block's length when ``block_size`` is None). Each block is copied before the next is
+        asked for, so a generator may reuse one buffer.
       weights: ``(N,)`` non-negative weights for an array source (array-like, sliced like it).
       labels: ``(N,)`` integer partial labels for an array source (array-like, sliced like it;
         a callable source yields them in its blocks): -1 = unknown, k = the row's component is
