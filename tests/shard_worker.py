@@ -121,6 +121,12 @@ def devices():
             except ValueError as err:
                 rec["nan_eager"] = str(err)
             rec["nan_jit_status"] = int(fc(p0, put(Xbad, expl, "batch"), we).status)
+            # partial labels and fixed fields (row-aligned labels sharded like X), eagerly
+            lab = np.where(np.arange(N) % 8 == 0, (X[:, 0] > 1.5).astype(np.int32), -1)
+            kw = dict(fixed=("weights",), tol=0, max_iter=MAX_ITER)
+            rec["labels_fixed"] = max_diff(
+                jaxem.fit(model, p0, Xa, weights=wa, labels=put(lab, auto, "rows"), **kw).params,
+                jaxem.fit(model, p0, X, weights=w_host, labels=lab, **kw).params)
         if name in ("gmm-full", "ppca"):  # the streamed public methods, eagerly, either mesh
             rec["methods"] = max(max_diff(
                 (model.sufficient_statistics(p0, Xs, ws), model.log_likelihood(p0, Xs, ws),

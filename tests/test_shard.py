@@ -71,6 +71,11 @@ def test_sharded_bad_data(sharded):
     assert r["nan_jit_status"] & int(jaxem.Status.INVALID_INPUT)
 
 
+def test_sharded_partial_labels_and_fixed_fields(sharded):
+    """fit(labels=, fixed=) on row-sharded X with labels sharded like it: the unsharded fit."""
+    assert sharded["gmm-full"]["labels_fixed"] < TOL
+
+
 @pytest.mark.parametrize("family",
                          ["gmm-full", "gmm-spherical", "ppca", "bernoulli", "mfa"])
 def test_sharded_init_same_draws(sharded, family):
