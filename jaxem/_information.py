@@ -17,7 +17,7 @@ from ._where import where
 from .models._base import Mixture
 from .models.factor_analysis import FactorAnalysis
 from .models.hmm._base import HiddenMarkovModel
-from .models.hmm._inference import forward_backward, safe_log
+from .models.hmm._inference import safe_log
 from .models.ppca import PPCA
 from . import _prior
 
@@ -279,12 +279,16 @@ def _hessian(model, to_params, u, X, w):
 
 
 def _hmm_log_likelihood(model, params, X, w):
+    """Σ_s w_s log p(x_s) by the forward algorithm in log space (`_hmm_forward`)."""
+    return _hmm_forward(safe_log(params.initial_probs), safe_log(params.transition_matrix),
+                        model._log_b(params, X), w)
+
+
+def _hmm_forward(log_pi, log_A, log_b, w):
     """Σ_s w_s log p(x_s) by the forward algorithm in log space (Rabiner 1989, eq. 19-21):
     log α_1 = log π + log b_1, log α_t = logsumexp_j(log α_{t-1,j} + log A_jk) + log b_t (padding
     frames, w = 0, leave α unchanged), log p(x_s) = logsumexp_k log α_T. Forward only: its Hessian
     compiles several times faster than one through forward-backward."""
-    log_b = model._log_b(params, X)  # (S, T, K)
-    log_pi, log_A = safe_log(params.initial_probs), safe_log(params.transition_matrix)
 
     def sequence(lb, on):
         def step(a, inp):
@@ -414,18 +418,18 @@ def _q_latent_factor(model, to_params, new, old, x, wb):
 
 
 def _q_hmm(model, to_params, new, old, X, w):
-    """Σ_s w_s [Σ_k γ_1k log π_k + Σ_jk ξ_jk log A_jk + Σ_t Σ_k γ_tk log b_k(x_t)], the
-    posteriors γ, ξ by the log-space forward-backward at ``old`` (Rabiner 1989, eq. 37-38)."""
+    """Σ_s w_s [Σ_k γ_1k log π_k + Σ_jk ξ_jk log A_jk + Σ_t Σ_k γ_tk log b_k(x_t)] with the
+    posteriors at ``old`` as derivatives of the forward recursion (`_hmm_forward`): for
+    F = Σ_s w_s log p(x_s), w_s γ_{s,t}(k) = ∂F/∂log b_{s,t,k}, Σ_s w_s γ_{s,1} = ∂F/∂log π and
+    Σ_s w_s Σ_t ξ_{s,t} = ∂F/∂log A (Eisner 2016, "Inside-outside and forward-backward algorithms
+    are just backprop") — the forward-backward smoother, exact; one scan is cheaper to compile
+    under `jax.jacfwd` than forward-backward."""
     p_old, p = to_params(old), to_params(new)
-    gamma, xi, _ = jax.vmap(forward_backward, (None, None, 0, 0))(
-        safe_log(p_old.initial_probs), p_old.transition_matrix, model._log_b(p_old, X), w > 0)
-    ws = w[:, 0]
-    g = where((w > 0)[..., None], gamma, 0.0)
+    log_pi, log_A = safe_log(p_old.initial_probs), safe_log(p_old.transition_matrix)
+    g_pi, g_A, g_b = jax.grad(_hmm_forward, (0, 1, 2))(log_pi, log_A, model._log_b(p_old, X), w)
     log_b = model._log_b(p, X)
-    q0 = g[:, 0] @ safe_log(p.initial_probs)
-    qa = jnp.einsum("sjk,jk->s", xi, safe_log(p.transition_matrix))
-    qb = jnp.sum(where(g > 0, g * log_b, 0.0), (1, 2))
-    return jnp.sum(where(ws > 0, ws * (q0 + qa + qb), 0.0))
+    return (g_pi @ safe_log(p.initial_probs) + jnp.sum(g_A * safe_log(p.transition_matrix))
+            + jnp.sum(where(g_b != 0, g_b * log_b, 0.0)))
 
 
 def _width(model, u, X) -> int:
