@@ -3,6 +3,7 @@ or the E-step identities of Louis (1982) and Oakes (1999)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -145,7 +146,7 @@ def observed_information(model, params, X, weights=None, *, method: str = "hessi
       >>> same = jaxem.observed_information(model, params, X, method="oakes")
     """
     X, w = _prepare(model, params, X, weights, lengths, method)
-    return _information(model, params, X, w, method, _use_prior(model, include_prior))
+    return _information(*_with_prior(model, include_prior), params, X, w, _route(model, method))
 
 
 def standard_errors(model, params, X, weights=None, *, method: str = "hessian", lengths=None,
@@ -192,18 +193,29 @@ def standard_errors(model, params, X, weights=None, *, method: str = "hessian", 
       >>> se = jaxem.standard_errors(model, params, X)  # se.means ≈ σ/√N = 0.1
     """
     X, w = _prepare(model, params, X, weights, lengths, method)
-    info = _information(model, params, X, w, method, _use_prior(model, include_prior))
+    model, use_prior = _with_prior(model, include_prior)
+    info = _information(model, use_prior, params, X, w, _route(model, method))
     if is_concrete(info):
         _check(info)
     return _standard_errors(model, params, info)
 
 
 # --- checks ---------------------------------------------------------------------------------------
-def _use_prior(model, include_prior) -> bool:
-    """Whether to add the prior's Hessian (a concrete prior on the model and include_prior)."""
+def _with_prior(model, include_prior):
+    """``(model, whether to add the prior's Hessian)``: without it the prior is dropped from the
+    (static) model, so the likelihood's information compiles once with or without a prior."""
     if not isinstance(include_prior, bool):
         raise ValueError(f"include_prior must be True or False, got {include_prior!r}.")
-    return include_prior and _prior.active(model) is not None
+    if getattr(model, "prior", None) is None:
+        return model, False
+    if not include_prior:
+        return dataclasses.replace(model, prior=None), False
+    return model, _prior.active(model) is not None
+
+
+def _route(model, method: str) -> str:
+    """HMMs compute "louis" by Oakes' identity: one compiled program for both names."""
+    return "oakes" if method == "louis" and isinstance(model, HiddenMarkovModel) else method
 
 
 def _prepare(model, params, X, weights, lengths, method):
@@ -305,9 +317,7 @@ def _hmm_forward(log_pi, log_A, log_b, w):
 
 def _louis(model, to_params, u, X, w):
     """Louis' identity per row block: complete minus missing information (finite mixtures;
-    `PPCA` / `FactorAnalysis` by `_louis_latent_factor`; HMMs by Oakes' identity)."""
-    if isinstance(model, HiddenMarkovModel):
-        return _oakes(model, to_params, u, X, w)
+    `PPCA` / `FactorAnalysis` by `_louis_latent_factor`; HMMs go to `_oakes`, see `_route`)."""
     if isinstance(model, (PPCA, FactorAnalysis)):
         return _louis_latent_factor(model, to_params, u, X, w)
 
@@ -436,8 +446,8 @@ def _width(model, u, X) -> int:
     return int(u.shape[0]) * int(model.n_components) * int(X.shape[1])
 
 
-@compiled(static_argnames=("model", "method", "include_prior"))
-def _information(model, params, X, w, method, include_prior=False):
+@compiled(static_argnames=("model", "include_prior", "method"))
+def _information(model, include_prior, params, X, w, method):
     c = coordinates(model, params)
     u, unflatten = flatten(c.free)
     to_params = lambda v: c.to_params(unflatten(v))  # noqa: E731
