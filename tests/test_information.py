@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 import jaxem
 
@@ -226,11 +227,19 @@ def test_ppca_mean_and_rotation():
     away = params._replace(mean=params.mean + 0.1, W=params.W[:, ::-1], noise_variance=0.3)
     h = jaxem.observed_information(model, away, X, w)
     _close(h, jaxem.observed_information(model, away, X, w, method="louis"))
-    _close(h, jaxem.observed_information(model, away, X, w, method="oakes"))
+    # Factor analysis with equal noise variances is this PPCA: with J mapping log σ² to the D
+    # log ψ_d (the other coordinates shared), its information is Jᵀ I_FA J. With unequal ψ, Louis'
+    # and Oakes' identities agree.
     fa = jaxem.FactorAnalysis(2)
-    fp = jaxem.FactorAnalysisParams(away.mean, away.W, jnp.asarray([0.3, 0.5, 0.2, 0.8]))
-    _close(jaxem.observed_information(fa, fp, X, w),
-           jaxem.observed_information(fa, fp, X, w, method="louis"))
+    fp = jaxem.FactorAnalysisParams(away.mean, away.W, jnp.full(4, 0.3))
+    J = np.zeros((16, 13))
+    J[:12, :12], J[12:, 12] = np.eye(12), 1.0
+    I_fa = np.asarray(jaxem.observed_information(fa, fp, X, w, method="louis").matrix)
+    np.testing.assert_allclose(J.T @ I_fa @ J, h.matrix, rtol=1e-9,
+                               atol=1e-10 * np.abs(h.matrix).max())
+    fp = fp._replace(noise_variance=jnp.asarray([0.3, 0.5, 0.2, 0.8]))
+    _close(jaxem.observed_information(fa, fp, X, w, method="louis"),
+           jaxem.observed_information(fa, fp, X, w, method="oakes"))
 
 
 def _close(a, b):
@@ -356,9 +365,10 @@ def test_hmm_louis_ragged():
     _close(h, jaxem.observed_information(model, params, X, weights, lengths=lengths,
                                          method="louis"))
     Xs, w = model.prepare_data(X, weights, lengths)
-    g_pi, g_A, g_b = jax.grad(_hmm_forward, (0, 1, 2))(
-        safe_log(params.initial_probs), safe_log(params.transition_matrix),
-        model._log_b(params, Xs), w)
+    posteriors = jax.jit(lambda p: jax.grad(_hmm_forward, (0, 1, 2))(
+        safe_log(p.initial_probs), safe_log(p.transition_matrix), model._log_b(p, Xs), w),
+        compiler_options=dict(jaxem.COMPILER_OPTIONS))
+    g_pi, g_A, g_b = posteriors(params)
     n0, nA = 0.0, 0.0
     for s, (x, ws, L) in enumerate(zip(X, weights, lengths)):
         gamma, xi, _ = forward_backward(np.array([0.8, 0.2]), A, B.T[x[:L]])
@@ -383,17 +393,25 @@ def test_information_of_the_log_posterior():
     S = np.cov(X.T, bias=True) + 0.1
     params = jaxem.GaussianMixtureParams(jnp.ones(1), jnp.asarray(mu[None]), jnp.asarray(S[None]))
     info = jaxem.observed_information(model, params, X)
-    u, to_params = jaxem.information_coordinates(model, params)
-    u, P, h = np.asarray(u), len(u), 1e-4
+    u = np.asarray(jaxem.information_coordinates(model, params)[0])  # log π, μ, tril(L), log L_dd
+    np.testing.assert_allclose(u[[3, 5]], np.log(np.diag(np.linalg.cholesky(S))), rtol=1e-12)
+
+    def log_posterior(v):  # NumPy and scipy: the normalised prior densities (constants cancel)
+        L = np.array([[np.exp(v[3]), 0.0], [v[4], np.exp(v[5])]])
+        m, C = v[1:3], L @ L.T
+        return (stats.multivariate_normal(m, C).logpdf(X).sum()
+                + stats.invwishart.logpdf(C, df=4.0, scale=0.5 * np.eye(2))
+                + stats.multivariate_normal.logpdf(m, [1.0, 0.5], C / 5.0))
+
+    P, h = len(u), 1e-4
     E = np.eye(P) * h
-    i, j = np.triu_indices(P)
-    U = np.stack([u + a * E[i] + b * E[j] for a, b in [(1, 1), (1, -1), (-1, 1), (-1, -1)]])
-    post = jax.jit(jax.vmap(jax.vmap(lambda v: model.log_likelihood(to_params(v), X)
-                                     + jaxem.log_prior(model, to_params(v)))))
-    f = np.asarray(post(U))
     H = np.zeros((P, P))
-    H[i, j] = H[j, i] = (f[0] - f[1] - f[2] + f[3]) / (4 * h * h)
-    np.testing.assert_allclose(-np.asarray(info.matrix), H, atol=1e-3, rtol=1e-6)
+    for i in range(1, P):  # (the weight of one component is fixed: no curvature)
+        for j in range(i, P):
+            f = [log_posterior(u + a * E[i] + b * E[j]) for a, b in [(1, 1), (1, -1), (-1, 1),
+                                                                      (-1, -1)]]
+            H[i, j] = H[j, i] = (f[0] - f[1] - f[2] + f[3]) / (4 * h * h)
+    np.testing.assert_allclose(-np.asarray(info.matrix)[1:, 1:], H[1:, 1:], atol=1e-3, rtol=1e-6)
     se = jaxem.standard_errors(model, params, X)
     np.testing.assert_allclose(se.means[0], np.sqrt(np.diag(S) / (N + 5.0)), rtol=1e-8)
     at_mle = params._replace(means=jnp.asarray(X.mean(0)[None]))  # the likelihood's cross terms 0
