@@ -143,7 +143,6 @@ def observed_information(model, params, X, weights=None, *, method: str = "hessi
       >>> model = jaxem.GaussianMixture(1)
       >>> params = jaxem.fit(model, model.init(jax.random.key(1), X), X).params
       >>> info = jaxem.observed_information(model, params, X)  # (3, 3): log π, μ, log σ
-      >>> same = jaxem.observed_information(model, params, X, method="oakes")
     """
     X, w = _prepare(model, params, X, weights, lengths, method)
     return _information(*_with_prior(model, include_prior), params, X, w, _route(model, method))
