@@ -29,7 +29,8 @@ class ObservedInformation(NamedTuple):
     """The observed information matrix in the unconstrained coordinates of `jaxem._coordinates`.
 
     Attributes:
-      matrix: ``(P, P)`` I(u) = -∇²_u Σ_n w_n log p(x_n | θ(u)).
+      matrix: ``(P, P)`` I(u) = -∇²_u Σ_n w_n log p(x_n | θ(u)) (with a prior on the model,
+        - ∇²_u log p̃(θ(u)) added: the log posterior's; see `observed_information`).
       coordinates: ``(P,)`` u at the params (the leaves of the family's coordinate pytree,
         flattened in order; see `information_coordinates`).
       null_space: ``(P, r)`` directions in which the likelihood is flat by construction (the
