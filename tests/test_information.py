@@ -224,7 +224,8 @@ def test_ppca_mean_and_rotation():
     # zero-weight row holding anything).
     w = rng.uniform(0.5, 2.0, N)
     w[3], X[3] = 0.0, 1e3
-    away = params._replace(mean=params.mean + 0.1, W=params.W[:, ::-1], noise_variance=0.3)
+    away = params._replace(mean=params.mean + 0.1, W=params.W[:, ::-1],
+                           noise_variance=jnp.asarray(0.3, params.mean.dtype))  # (same jit)
     h = jaxem.observed_information(model, away, X, w)
     _close(h, jaxem.observed_information(model, away, X, w, method="louis"))
     # Factor analysis with equal noise variances is this PPCA: with J mapping log σ² to the D
