@@ -108,15 +108,15 @@ def observed_information(model, params, X, weights=None, *, method: str = "hessi
     covariance needs every pair of time steps; "louis" computes the same matrix by Oakes' identity
     (below), also from the E-step.
 
-    ``method="oakes"`` (every family): Oakes' identity (Oakes 1999, JRSS-B 61, "Direct calculation of
-    the information matrix via the EM algorithm", eq. 4): with Q(u' | u) = E_{z|X,u}[log p(X, z | u')]
-    the E-step's expected complete log-likelihood,
+    ``method="oakes"`` (every family): Oakes' identity (Oakes 1999, JRSS-B 61, "Direct
+    calculation of the information matrix via the EM algorithm", eq. 4): with
+    Q(u' | u) = E_{z|X,u}[log p(X, z | u')] the E-step's expected complete log-likelihood,
 
         I(u) = -[∂²Q(u' | u)/∂u'² + ∂²Q(u' | u)/∂u' ∂u] at u' = u,
 
     computed as minus the Jacobian (`jax.jacfwd`, through the E-step: responsibilities, the latent
-    factors' posterior, forward-backward) of u ↦ ∇_{u'} Q(u' | u) at u' = u — the observed score by
-    Fisher's identity.
+    factors' posterior, the HMM smoother's γ and ξ — taken as derivatives of the forward recursion,
+    Eisner 2016) of u ↦ ∇_{u'} Q(u' | u) at u' = u, the observed score by Fisher's identity.
 
     With a prior, -∇²_u log p̃(θ(u)) (`jaxem.log_prior`, no latent variables) is added to every
     route, in the same coordinates (no Jacobian of u ↦ θ: the posterior mode is taken in θ, and at
