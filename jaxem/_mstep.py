@@ -165,9 +165,12 @@ class GradientMStep:
         fixed = self.fixed
         held = jax.lax.stop_gradient(params)
 
+        # (jaxem.HMM: π and A held in the prior too; they are set in closed form after)
+        m_step_prior = getattr(model, "_m_step_log_prior", lambda p: log_prior(model, p))
+
         def f(p):  # -(Q(p, θ_old) + log p̃(p)) / Σw (with a prior: MAP generalized EM), the
             p = restore(p, held, fixed)  # fixed fields held (zero gradient for them)
-            return -(model.q_function(p, posterior, X, w) + log_prior(model, p)) / total_w
+            return -(model.q_function(p, posterior, X, w) + m_step_prior(p)) / total_w
 
         import optax  # imported on use: a closed-form fit never needs it (0.1 s of `import jaxem`)
 

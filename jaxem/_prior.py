@@ -31,7 +31,8 @@ dataclasses, part of the static model):
 - `GammaPrior` (`PoissonMixture`, `PoissonHMM`): λ_kd ~ Gamma(shape_d, rate),
   λ_kd = (s_kd + shape_d - 1) / (n_k + rate).
 - `HMMPrior` (HMMs): Dirichlet rows on the initial probabilities and the transition matrix,
-  π_k ∝ n⁰_k + α⁰_k - 1, A_jk ∝ n_jk + α_jk - 1, and the emission family's prior.
+  π_k ∝ n⁰_k + α⁰_k - 1, A_jk ∝ n_jk + α_jk - 1, and the emission family's prior (the generic
+  `HMM`: the user's log prior of the emission params, ascended by its gradient M-step).
 
 The log prior in the fit's ``trace`` and ``log_likelihood`` is the log prior density *without its
 normalising constant* (the terms that depend on θ), divided by Σw like the log-likelihood:
@@ -201,8 +202,9 @@ class HMMPrior:
       transition: α >= 1, a number or ``(K, K)``: row j of A ~ Dirichlet(α_j) (e.g. a larger
         diagonal for "sticky" states).
       emission: None, or the emission's prior: `GaussianPrior` (`GaussianHMM`; its
-        ``weights_concentration`` is not used), `GammaPrior` (`PoissonHMM`), or for
-        `CategoricalHMM` a number or ``(C,)`` α_c >= 1: row k of B ~ Dirichlet(α).
+        ``weights_concentration`` is not used), `GammaPrior` (`PoissonHMM`), for
+        `CategoricalHMM` a number or ``(C,)`` α_c >= 1: row k of B ~ Dirichlet(α), and for the
+        generic `HMM` a function ``emission_params -> ()``, the emission's log prior.
 
     Example:
       >>> import jaxem
@@ -219,7 +221,7 @@ class HMMPrior:
         object.__setattr__(self, "transition", _hyper("transition", self.transition,
                                                       ndim_max=2, minimum=1.0))
         e = self.emission
-        if e is not None and not isinstance(e, (GaussianPrior, GammaPrior)):
+        if e is not None and not isinstance(e, (GaussianPrior, GammaPrior)) and not callable(e):
             object.__setattr__(self, "emission", _hyper("emission", e, ndim_max=1, minimum=1.0))
 
 

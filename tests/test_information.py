@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 import jaxem
 
@@ -92,6 +93,9 @@ def test_louis_equals_hessian(blobs, fits, ct):
     a = jaxem.observed_information(model, away, blobs).matrix
     b = jaxem.observed_information(model, away, blobs, method="louis").matrix
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(a).max())
+    if ct == "spherical":  # Oakes' identity (the E-step differentiated): the same matrix
+        c = jaxem.observed_information(model, away, blobs, method="oakes").matrix
+        np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-9 * np.abs(a).max())
 
 
 def test_gaussian_closed_form():
@@ -215,6 +219,33 @@ def test_ppca_mean_and_rotation():
     np.testing.assert_allclose(se.mean, np.sqrt(np.diag(C) / N), rtol=1e-6)
     assert np.all(np.isnan(se.W))
     assert np.isfinite(se.noise_variance) and 0 < se.noise_variance < params.noise_variance
+    # Louis' identity with the exact Gaussian moments of z | x (complete minus missing
+    # information) and Oakes' identity equal the Hessian, away from the MLE, with weights (a
+    # zero-weight row holding anything).
+    w = rng.uniform(0.5, 2.0, N)
+    w[3], X[3] = 0.0, 1e3
+    away = params._replace(mean=params.mean + 0.1, W=params.W[:, ::-1],
+                           noise_variance=jnp.asarray(0.3, params.mean.dtype))  # (same jit)
+    h = jaxem.observed_information(model, away, X, w)
+    _close(h, jaxem.observed_information(model, away, X, w, method="louis"))
+    # Factor analysis with equal noise variances is this PPCA: with J mapping log σ² to the D
+    # log ψ_d (the other coordinates shared), its information is Jᵀ I_FA J. With unequal ψ, Louis'
+    # and Oakes' identities agree.
+    fa = jaxem.FactorAnalysis(2)
+    fp = jaxem.FactorAnalysisParams(away.mean, away.W, jnp.full(4, 0.3))
+    J = np.zeros((16, 13))
+    J[:12, :12], J[12:, 12] = np.eye(12), 1.0
+    I_fa = np.asarray(jaxem.observed_information(fa, fp, X, w, method="louis").matrix)
+    np.testing.assert_allclose(J.T @ I_fa @ J, h.matrix, rtol=1e-9,
+                               atol=1e-10 * np.abs(h.matrix).max())
+    fp = fp._replace(noise_variance=jnp.asarray([0.3, 0.5, 0.2, 0.8]))
+    _close(jaxem.observed_information(fa, fp, X, w, method="louis"),
+           jaxem.observed_information(fa, fp, X, w, method="oakes"))
+
+
+def _close(a, b):
+    a, b = np.asarray(a.matrix), np.asarray(b.matrix)
+    np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-10 * np.abs(a).max())
 
 
 def test_not_positive_definite_and_bad_arguments(blobs):
@@ -244,8 +275,8 @@ def test_not_positive_definite_and_bad_arguments(blobs):
     assert np.all(np.isfinite(ok["m"]))
     with pytest.raises(ValueError, match="method"):
         jaxem.standard_errors(model, params, X, method="sandwich")
-    with pytest.raises(ValueError, match="louis"):
-        jaxem.observed_information(jaxem.PPCA(1), None, X, method="louis")
+    with pytest.raises(ValueError, match="include_prior"):
+        jaxem.standard_errors(model, params, X, include_prior="yes")
 
 
 def test_float32(blobs, fits):
@@ -313,3 +344,79 @@ def test_hmm_forward_recursion_matches_log_likelihood():
     a, b = jax.jit(lambda p: (_hmm_log_likelihood(model, p, Xs, w),
                               model.log_likelihood(p, X, weights, lengths)))(params)
     np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_hmm_louis_ragged():
+    """HMMs: the E-step route (Oakes' identity through the smoothed posteriors, method="louis")
+    equals the Hessian of the forward recursion for padded sequences of different lengths with
+    sequence weights, and an impossible transition (held fixed); the posteriors it uses, the
+    derivatives of the forward recursion, are a NumPy forward-backward's γ and Σ_t ξ."""
+    from _hmm_reference import forward_backward
+    from jaxem._information import _hmm_forward
+    from jaxem.models.hmm._inference import safe_log
+
+    model = jaxem.CategoricalHMM(2, 3)
+    A = np.array([[0.7, 0.3], [0.0, 1.0]])
+    B = np.array([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])
+    params = jaxem.CategoricalHMMParams(jnp.array([0.8, 0.2]), jnp.asarray(A), jnp.asarray(B))
+    X = np.random.default_rng(1).choice(3, size=(3, 20))
+    weights, lengths = np.array([1.0, 2.0, 0.5]), np.array([20, 9, 1])
+    h = jaxem.observed_information(model, params, X, weights, lengths=lengths)
+    assert np.asarray(h.fixed).sum() == 1
+    _close(h, jaxem.observed_information(model, params, X, weights, lengths=lengths,
+                                         method="louis"))
+    Xs, w = model.prepare_data(X, weights, lengths)
+    posteriors = jax.jit(lambda p: jax.grad(_hmm_forward, (0, 1, 2))(
+        safe_log(p.initial_probs), safe_log(p.transition_matrix), model._log_b(p, Xs), w),
+        compiler_options=dict(jaxem.COMPILER_OPTIONS))
+    g_pi, g_A, g_b = posteriors(params)
+    n0, nA = 0.0, 0.0
+    for s, (x, ws, L) in enumerate(zip(X, weights, lengths)):
+        gamma, xi, _ = forward_backward(np.array([0.8, 0.2]), A, B.T[x[:L]])
+        np.testing.assert_allclose(g_b[s, :L], ws * gamma, rtol=1e-10, atol=1e-14)
+        n0, nA = n0 + ws * gamma[0], nA + ws * xi
+    np.testing.assert_allclose(g_b[np.asarray(w) == 0], 0.0)
+    np.testing.assert_allclose(g_pi, n0, rtol=1e-10)
+    np.testing.assert_allclose(g_A, nA, rtol=1e-10, atol=1e-14)
+
+
+def test_information_of_the_log_posterior():
+    """With a prior (a MAP fit) the information is that of the log posterior: -∇²_u [log p(X | θ(u))
+    + log p̃(θ(u))] against central second differences of the log posterior's values. K = 1 with
+    κ_P pseudo-observations of the mean: SE(μ̂_d) = sqrt(Σ_dd / (N + κ_P)) at the posterior mode,
+    and sqrt(Σ_dd / N) at the sample mean with include_prior=False (the likelihood's
+    information)."""
+    X = _two_blobs(n=200, seed=1)  # the shapes of test_gaussian_closed_form: its compiles reused
+    N = X.shape[0]
+    prior = jaxem.GaussianPrior(shrinkage=5.0, mean=(1.0, 0.5), dof=4.0, scale=0.5)
+    model = jaxem.GaussianMixture(1, reg_covar=0.0, prior=prior)
+    mu = (X.sum(0) + 5.0 * np.array([1.0, 0.5])) / (N + 5.0)  # the posterior mode of the mean
+    S = np.cov(X.T, bias=True) + 0.1
+    params = jaxem.GaussianMixtureParams(jnp.ones(1), jnp.asarray(mu[None]), jnp.asarray(S[None]))
+    info = jaxem.observed_information(model, params, X)
+    u = np.asarray(jaxem.information_coordinates(model, params)[0])  # log π, μ, tril(L), log L_dd
+    np.testing.assert_allclose(u[[3, 5]], np.log(np.diag(np.linalg.cholesky(S))), rtol=1e-12)
+
+    def log_posterior(v):  # NumPy and scipy: the normalised prior densities (constants cancel)
+        L = np.array([[np.exp(v[3]), 0.0], [v[4], np.exp(v[5])]])
+        m, C = v[1:3], L @ L.T
+        return (stats.multivariate_normal(m, C).logpdf(X).sum()
+                + stats.invwishart.logpdf(C, df=4.0, scale=0.5 * np.eye(2))
+                + stats.multivariate_normal.logpdf(m, [1.0, 0.5], C / 5.0))
+
+    P, h = len(u), 1e-4
+    E = np.eye(P) * h
+    H = np.zeros((P, P))
+    for i in range(1, P):  # (the weight of one component is fixed: no curvature)
+        for j in range(i, P):
+            f = [log_posterior(u + a * E[i] + b * E[j]) for a, b in [(1, 1), (1, -1), (-1, 1),
+                                                                      (-1, -1)]]
+            H[i, j] = H[j, i] = (f[0] - f[1] - f[2] + f[3]) / (4 * h * h)
+    np.testing.assert_allclose(-np.asarray(info.matrix)[1:, 1:], H[1:, 1:], atol=1e-3, rtol=1e-6)
+    se = jaxem.standard_errors(model, params, X)
+    np.testing.assert_allclose(se.means[0], np.sqrt(np.diag(S) / (N + 5.0)), rtol=1e-8)
+    at_mle = params._replace(means=jnp.asarray(X.mean(0)[None]))  # the likelihood's cross terms 0
+    se = jaxem.standard_errors(model, at_mle, X, include_prior=False)
+    np.testing.assert_allclose(se.means[0], np.sqrt(np.diag(S) / N), rtol=1e-8)
+
+

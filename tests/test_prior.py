@@ -471,3 +471,76 @@ def test_save_load_keeps_the_prior(tmp_path):
     jaxem.save(tmp_path / "b.npz", bm, jaxem.BernoulliMixtureParams(jnp.full(2, 0.5),
                                                                    jnp.full((2, 2), 0.5)))
     assert jaxem.load(tmp_path / "b.npz")[0] == bm
+
+
+def test_generic_hmm_map_step():
+    """`jaxem.HMM` with an `HMMPrior`: one generalized-EM iteration sets π and A to the Dirichlet
+    posterior modes of a NumPy forward-backward's expected counts (π ∝ n⁰ + α⁰ - 1,
+    A_jk ∝ n_jk + α_jk - 1), the same as `GaussianHMM`'s MAP Baum-Welch with the same prior and
+    matching emissions; the value it reports (the fit's trace) is the log posterior, with the
+    user's emission log prior, whose gradient the optimizer step ascends (one SGD step checked
+    against NumPy)."""
+    import optax
+    from scipy.stats import multivariate_normal
+    from _hmm_reference import forward_backward
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3, 12, 2))
+    X[1, :5] += 3.0
+    lengths, weights = np.array([12, 7, 3]), np.array([1.0, 2.0, 0.5])
+    a0, a = (2.0, 1.0), ((3.0, 1.0), (1.5, 2.0))
+    gauss = jaxem.GaussianHMM(2, "diag", reg_covar=0.0, prior=jaxem.HMMPrior(a0, a))
+    e_prior = lambda e: -jnp.sum(e["loc"] ** 2) / 8.0  # noqa: E731  N(0, 4) on the locations
+    model = jaxem.HMM(lambda e, x: -0.5 * jnp.sum((x - e["loc"]) ** 2 * jnp.exp(-e["lv"])
+                                                  + e["lv"] + jnp.log(2 * jnp.pi), -1),
+                      2, prior=jaxem.HMMPrior(a0, a, emission=e_prior))
+    pi, A = np.array([0.6, 0.4]), np.array([[0.8, 0.2], [0.3, 0.7]])
+    loc, var = np.array([[-1.0, 0.0], [1.0, 0.0]]), np.array([[1.0, 2.0], [0.5, 1.0]])
+    p = jaxem.HMMParams(jnp.asarray(pi), jnp.asarray(A), {"loc": jnp.asarray(loc),
+                                                          "lv": jnp.asarray(np.log(var))})
+    pg = jaxem.GaussianHMMParams(jnp.asarray(pi), jnp.asarray(A), jnp.asarray(loc),
+                                 jnp.asarray(var))
+    Xs, ws = model.prepare_data(X, weights, lengths)
+    total = float(np.sum(weights * lengths))
+    lr = 0.1
+    gm = jaxem.GradientMStep(optax.sgd(lr), num_steps=1)
+
+    def step(p):
+        new, _, ll, status = gm.update(model, p, gm.init(model, p, Xs, ws), Xs, ws)
+        return new, ll, status
+
+    new, ll, status = _jit(step)(p)
+    assert int(status) == 0
+    n0, nA, ref_ll, dQ, moments = 0.0, 0.0, 0.0, np.zeros((2, 2)), [0.0, 0.0, 0.0]
+    for x, w, L in zip(X, weights, lengths):
+        x = x[:L]
+        B = np.stack([multivariate_normal(loc[k], np.diag(var[k])).pdf(x).reshape(L)
+                      for k in range(2)], 1)
+        gamma, xi, lls = forward_backward(pi, A, B)
+        n0, nA, ref_ll = n0 + w * gamma[0], nA + w * xi, ref_ll + w * lls
+        dQ += w * np.einsum("tk,tkd->kd", gamma, (x[:, None] - loc) / var)
+        r = x[:, None] - loc  # GaussianHMM's emission statistics (diag, about the means)
+        moments = [m + w * v for m, v in zip(moments, (gamma.sum(0), np.einsum(
+            "tk,tkd->kd", gamma, r), np.einsum("tk,tkd->kd", gamma, r * r)))]
+    n0, nA = n0 + np.array(a0) - 1, nA + np.array(a) - 1
+    np.testing.assert_allclose(new.initial_probs, n0 / n0.sum(), rtol=1e-10)
+    np.testing.assert_allclose(new.transition_matrix, nA / nA.sum(1, keepdims=True), rtol=1e-10)
+    # GaussianHMM with the same prior: the same closed form from the same counts (its E-step and
+    # MAP update are checked against NumPy in test_hmm_map_baum_welch), the same log prior.
+    est = jaxem.GaussianMixtureStatistics(*(jnp.asarray(v) for v in (*moments, 0.0, total)))
+    st = jaxem.HMMStatistics(jnp.asarray(n0 - np.array(a0) + 1), jnp.asarray(nA - np.array(a) + 1),
+                             est, jnp.zeros(()), jnp.asarray(total), jnp.zeros(()))
+    new_g = gauss.maximize(st, pg)
+    np.testing.assert_allclose(new.transition_matrix, new_g.transition_matrix, rtol=1e-12)
+    np.testing.assert_allclose(new.initial_probs, new_g.initial_probs, rtol=1e-12)
+    log_prior = (np.log(pi[0]) + 2 * np.log(A[0, 0]) + 0.5 * np.log(A[1, 0]) + np.log(A[1, 1])
+                 - np.sum(loc ** 2) / 8.0)
+    np.testing.assert_allclose(ll, ref_ll + log_prior, rtol=1e-12)
+    np.testing.assert_allclose(jaxem.log_prior(gauss, pg), jaxem.log_prior(model, p)
+                               + np.sum(loc ** 2) / 8.0, rtol=1e-12)  # no emission prior
+    np.testing.assert_allclose(new.emission["loc"], loc + lr * (dQ - loc / 4.0) / total,
+                               rtol=1e-10)
+    with pytest.raises(ValueError, match="emission"):
+        jaxem.HMM(model.log_emission, 2, prior=jaxem.HMMPrior(emission=2.0))
+    with pytest.raises(ValueError, match="default"):
+        jaxem.HMM(model.log_emission, 2, prior="default")
