@@ -60,7 +60,7 @@ def test_batched_equals_fitting_each_K_separately(selection, ct):
         # padded starts of the selection and trimmed back to K components.
         grid = tuple((jaxem.GaussianMixture(k, ct),) for k in KS)
         P = _shared_starts(jax.random.key(0), *as_data(X), grid=grid, n_init=1, K_max=KS[-1],
-                           method="kmeans")[0][0]
+                           method="kmeans")[0]
         p0 = jax.tree_util.tree_map(lambda a: a[m], P)
         p0 = p0._replace(weights=p0.weights[:K], means=p0.means[:K],
                          covariances=p0.covariances if ct == "tied" else p0.covariances[:K])
