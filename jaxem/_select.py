@@ -36,7 +36,7 @@ import numpy as np
 from . import _shard
 from ._batch import auto_batch_size, batched
 from ._checks import positive_int, tolerance
-from ._compile import compiled
+from ._compile import _cores, compiled, precompile_concurrently
 from ._fit import FitResult, fit
 from ._init import _hard_start, _init_rows
 from ._missing import allows_missing
@@ -222,7 +222,9 @@ def _fit_batch(starts, X, w, tol, *, models, n_init, static_kw):
     """Every (K, restart) of one covariance type fitted in one batch of the K_max model; returns
     the best restart of each K trimmed to its K components (a tuple over ``models``: split inside
     the program, as eager indexing would compile a slice program per array), and their posterior
-    entropies."""
+    entropies. ``starts``: the padded starts, K-major, or a tuple of consecutive parts of them."""
+    if type(starts) is tuple:  # parts from several start programs (params are NamedTuples)
+        starts = _concat(starts)
     model = models[-1]
     one = lambda p: fit(model, p, X, weights=w, tol=tol, **dict(static_kw))
     n = jax.tree_util.tree_leaves(starts)[0].shape[0]
@@ -237,25 +239,61 @@ def _fit_batch(starts, X, w, tol, *, models, n_init, static_kw):
     return tuple(fits), ent
 
 
+def _start_shapes(model, n, X):
+    """`jax.ShapeDtypeStruct`s of ``n`` starts of the Gaussian mixture ``model`` (its K)."""
+    K, D = model.n_components, X.shape[1]
+    cov = {"full": (n, K, D, D), "tied": (n, D, D), "diag": (n, K, D),
+           "spherical": (n, K)}[model.covariance_type]
+    S = lambda shape: jax.ShapeDtypeStruct(shape, X.dtype)
+    return GaussianMixtureParams(S((n, K)), S((n, K, D)), S(cov))
+
+
+def _groups(n: int, parts: int):
+    """``range(n)`` cut into at most ``parts`` consecutive, near-equal groups."""
+    parts = max(1, min(parts, n))
+    edges = [round(i * n / parts) for i in range(parts + 1)]
+    return [tuple(range(a, b)) for a, b in zip(edges, edges[1:])]
+
+
+def _shared_route(key, X, w, Ks, grid, types, n_init, method, tol, static_kw):
+    """Per covariance type: the per-K results and entropies of `_fit_batch`, from starts shared
+    among the types. The programs are independent given their shapes, so they are compiled side by
+    side first (`precompile_concurrently`): the starts cut into one program per core (consecutive
+    K; a k-means per K is most of their compile time), and one fit program per type."""
+    groups = _groups(len(Ks), _cores())
+    kws = [dict(grid=tuple(grid[i] for i in g), n_init=n_init, K_max=Ks[-1], method=method)
+           for g in groups]
+    fit_kw = [dict(models=tuple(row[c] for row in grid), n_init=n_init, static_kw=static_kw)
+              for c in range(len(types))]
+    shapes = [tuple(_start_shapes(kw["models"][-1], len(g) * n_init, X) for g in groups)
+              for kw in fit_kw]
+    precompile_concurrently(
+        [lambda kw=kw: _shared_starts.precompile(key, X, w, **kw) for kw in kws]
+        + [lambda s=s, kw=kw: _fit_batch.precompile(s, X, w, tol, **kw)
+           for s, kw in zip(shapes, fit_kw)])
+    parts = [_shared_starts(key, X, w, **kw) for kw in kws]  # each: a tuple over types
+    return [_fit_batch(tuple(p[c] for p in parts), X, w, tol, **kw)
+            for c, kw in enumerate(fit_kw)]
+
+
 def _select_padded(key, X, w, Ks, make, types, n_init, init_method, tol, static_kw, n):
     """Per covariance type: (per-K `FitResult`, entropies, models, n_parameters), every K in one
     batch of the K_max model."""
     grid = tuple(tuple(make(K, ct) for ct in types) for K in Ks)
     method = _shared_method([m for row in grid for m in row], X, init_method)
     n_init = int(n_init)
-    if method is not None:  # one program of starts for every type
-        all_starts = _shared_starts(key, X, w, grid=grid, n_init=n_init, K_max=Ks[-1],
-                                    method=method)
+    if method is not None:  # starts shared among the types
+        shared = _shared_route(key, X, w, Ks, grid, types, n_init, method, tol, static_kw)
     out = []
     for c, ct in enumerate(types):
         models = tuple(row[c] for row in grid)
         if method is not None:
-            starts = all_starts[c]
+            fits, ent = shared[c]
         else:
             starts = _starts(key, X, w, models=models, n_init=n_init, K_max=Ks[-1],
                              method=init_method)
-        fits, ent = _fit_batch(starts, X, w, tol, models=models, n_init=n_init,
-                               static_kw=static_kw)
+            fits, ent = _fit_batch(starts, X, w, tol, models=models, n_init=n_init,
+                                   static_kw=static_kw)
         ent = np.asarray(ent, np.float64)
         if isinstance(models[-1], LinearGaussian):
             # a zero column adds a N(0, 1) posterior dimension: ½ (1 + log 2π) per unit weight
