@@ -16,8 +16,10 @@ Jobs (iris: N=150, D=4; imports and loading the data are not timed, everything a
 
 Every job runs in its own fresh interpreter (so JAX starts cold), with JAX's persistent
 compilation cache off. "programs" counts XLA compilations (jax.monitoring's backend-compile event),
-"XLA s" sums their compile times. The machine is shared: each job is repeated and the table shows
-medians, with the 1-minute load average around the runs.
+"XLA s" sums their compile times (wall, overlapping when compiled side by side), "CPU s" is the
+process's CPU time (all threads) over the timed part: on a busy machine it moves much less than
+the wall time. The machine is shared: each job is repeated and the table shows medians, with the
+1-minute load average around the runs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ CTS = ("full", "tied", "diag", "spherical")
 
 
 # --- child side: one measurement in this fresh process ----------------------------------------
+def _cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+    return r.ru_utime + r.ru_stime
+
+
 def _child(job: str, arg: str | None) -> dict:
     import warnings
 
@@ -45,14 +54,14 @@ def _child(job: str, arg: str | None) -> dict:
     if job.endswith("-sklearn"):
         from sklearn.mixture import GaussianMixture as SK
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         if job == "select-sklearn":
             for ct in CTS:
                 for K in range(1, 9):
                     SK(K, covariance_type=ct, random_state=0).fit(X).bic(X)
         else:
             SK(3, covariance_type=arg, random_state=0).fit(X)
-        return {"time": time.perf_counter() - t, "programs": 0, "xla": 0.0}
+        return {"time": time.perf_counter() - t, "cpu": _cpu() - c, "programs": 0, "xla": 0.0}
 
     import jax
 
@@ -71,14 +80,14 @@ def _child(job: str, arg: str | None) -> dict:
     if job == "select-jaxem":
         key = jax.random.key(0)  # the caller's key (its own small program), made before timing
         events.clear()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         sel = jaxem.select_n_components(key, X, range(1, 9), covariance_types=CTS)
-        out["time"] = time.perf_counter() - t
+        out["time"], out["cpu"] = time.perf_counter() - t, _cpu() - c
         out["best"] = [int(sel.best_n_components), sel.best_covariance_type]
     elif job == "fit-jaxem":
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         jaxem.sklearn.GaussianMixture(3, covariance_type=arg, random_state=0).fit(X)
-        out["time"] = time.perf_counter() - t
+        out["time"], out["cpu"] = time.perf_counter() - t, _cpu() - c
     elif job == "batched-jaxem":
         Xs = np.random.default_rng(0).normal(size=(4, 100, 2)).astype(np.float32)
         model = jaxem.GaussianMixture(2)
@@ -93,9 +102,9 @@ def _child(job: str, arg: str | None) -> dict:
         out["first"] = time.perf_counter() - t
         out["first_programs"] = len(events)
         events.clear()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         jax.block_until_ready(jaxem.batched(one)(keys, Xs))  # a new wrapper of the same function
-        out["time"] = time.perf_counter() - t
+        out["time"], out["cpu"] = time.perf_counter() - t, _cpu() - c
     out["programs"] = len(events)
     out["xla"] = sum(d for _, d in events)
     out["names"] = [f"{n} {d:.3f}" for n, d in events]
@@ -120,7 +129,8 @@ def _measure(job, arg, repeat):
         runs.append(_run(job, arg))
     loads.append(os.getloadavg()[0])
     med = lambda k: statistics.median(r[k] for r in runs)
-    return runs, {"time": med("time"), "programs": med("programs"), "xla": med("xla"),
+    return runs, {"time": med("time"), "cpu": med("cpu"), "programs": med("programs"),
+                  "xla": med("xla"),
                   "load": statistics.median(loads), "all": [r["time"] for r in runs]}
 
 
@@ -138,8 +148,8 @@ def main():
 
     print(f"jax {jax.__version__}, {os.cpu_count()} CPUs, {a.repeat} fresh processes per row "
           f"(medians), load average at start {os.getloadavg()[0]:.1f}")
-    head = (f"{'job':<34}{'jaxem s':>9}{'target':>8}{'programs':>10}{'XLA s':>8}"
-            f"{'sklearn s':>11}{'load':>6}  all runs (s)")
+    head = (f"{'job':<38}{'jaxem s':>8}{'CPU s':>7}{'target':>8}{'programs':>9}{'XLA s':>7}"
+            f"{'sklearn s':>10}{'CPU s':>7}{'load':>6}  jaxem runs (s)")
     print(head)
     print("-" * len(head))
     rows = []
@@ -151,16 +161,16 @@ def main():
         rows.append(("batched(f) again: 2nd wrapper call", "batched", None, 0))
     for label, job, arg, target in rows:
         runs, m = _measure(f"{job}-jaxem", arg, a.repeat)
-        sk = (_measure(f"{job}-sklearn", arg, a.repeat)[1]["time"] if job != "batched"
-              else float("nan"))
+        nan = {"time": float("nan"), "cpu": float("nan")}
+        sk = _measure(f"{job}-sklearn", arg, a.repeat)[1] if job != "batched" else nan
         tgt = f"{target:g} s" if job != "batched" else "0 prog"
-        print(f"{label:<34}{m['time']:>9.2f}{tgt:>8}{m['programs']:>10.0f}{m['xla']:>8.2f}"
-              f"{sk:>11.2f}{m['load']:>6.1f}  " + " ".join(f"{t:.2f}" for t in m["all"]),
-              flush=True)
+        print(f"{label:<38}{m['time']:>8.2f}{m['cpu']:>7.2f}{tgt:>8}{m['programs']:>9.0f}"
+              f"{m['xla']:>7.2f}{sk['time']:>10.2f}{sk['cpu']:>7.2f}{m['load']:>6.1f}  "
+              + " ".join(f"{t:.2f}" for t in m["all"]), flush=True)
         if job == "batched":
-            print(f"{'  (1st wrapper call)':<34}"
-                  f"{statistics.median(r['first'] for r in runs):>9.2f}{'':>8}"
-                  f"{statistics.median(r['first_programs'] for r in runs):>10.0f}")
+            print(f"{'  (its 1st wrapper call)':<38}"
+                  f"{statistics.median(r['first'] for r in runs):>8.2f}{'':>15}"
+                  f"{statistics.median(r['first_programs'] for r in runs):>9.0f}")
         if a.programs:
             for name in runs[0]["names"]:
                 print(f"      {name}")

@@ -132,7 +132,9 @@ def batched(fn: Callable, *, batch_size: int | None = None,
     it composes with `jax.jit` and `jax.grad` like `jax.vmap`. Called eagerly, it compiles the
     whole map as one program (with `jaxem.COMPILER_OPTIONS` on CPU); on a CPU with small members
     it splits the batch into ``n_threads`` equal parts run by that program on as many threads
-    (XLA releases the GIL while it runs, so each core fits its own part).
+    (XLA releases the GIL while it runs, so each core fits its own part). Wrappers of the same
+    ``fn`` share their compiled programs: ``batched(fn)`` made again (in a loop, say) and called
+    on the same shapes compiles nothing.
 
     Args:
       fn: the per-member function.
@@ -153,7 +155,7 @@ def batched(fn: Callable, *, batch_size: int | None = None,
       (100,)
     """
 
-    whole, part = _programs(fn, batch_size)
+    whole, part = _programs(fn, batch_size)  # they reach fn weakly; `call` holds it (__wrapped__)
 
     @functools.wraps(fn)
     def call(*args):
