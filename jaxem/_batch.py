@@ -14,6 +14,8 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
+import threading
+import weakref
 from typing import Callable
 
 import jax
@@ -66,6 +68,54 @@ def _batch_shape(args) -> tuple[int, int]:
     return n, max(int(np.prod(l.shape[1:])) for l in leaves)
 
 
+def _map_blocks(fn, batch_size):
+    """``args -> vmap(fn)(*args)`` evaluated in blocks of ``batch_size`` members (`batched`)."""
+
+    def mapped(*args):
+        n, size = _batch_shape(args)
+        bs = auto_batch_size(n, size) if batch_size is None else int(batch_size)
+        if bs < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        f = fn()
+        if bs >= n:
+            return jax.vmap(f)(*args)
+        if bs == 1:  # no vmap at all: unbatched operations
+            return jax.lax.map(lambda a: f(*a), args)
+        return jax.lax.map(lambda a: f(*a), args, batch_size=bs)
+
+    whole = compiled(mapped)
+
+    @functools.partial(compiled, static_argnames=("size",))
+    def part(start, *args, size):  # members [start, start + size)
+        return mapped(*jax.tree_util.tree_map(
+            lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), args))
+
+    return whole, part
+
+
+# The compiled programs of `batched(fn, batch_size=...)`, per function: every wrapper of the same
+# ``fn`` (``batched(fn)`` called again, e.g. in a loop) shares them, so its first call finds them
+# compiled. Keyed weakly, and the programs reach ``fn`` through a weak reference only: an entry
+# (with its compiled programs) goes when ``fn`` and its wrappers are gone.
+_PROGRAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_PROGRAMS_LOCK = threading.Lock()
+
+
+def _programs(fn, batch_size):
+    """``(whole, part)`` programs of `batched` for ``fn``, shared by its wrappers (a function that
+    cannot be weakly referenced or hashed gets programs of its own)."""
+    try:
+        ref = weakref.ref(fn)
+        with _PROGRAMS_LOCK:
+            per_fn = _PROGRAMS.setdefault(fn, {})
+    except TypeError:  # not weakly referable (e.g. a builtin) or unhashable
+        return _map_blocks(lambda: fn, batch_size)
+    with _PROGRAMS_LOCK:
+        if batch_size not in per_fn:
+            per_fn[batch_size] = _map_blocks(ref, batch_size)
+        return per_fn[batch_size]
+
+
 @functools.partial(compiled, static_argnames=("spans",))
 def _join(parts, spans):
     """Concatenate ``parts[i][lo:hi]`` for ``(lo, hi) = spans[i]`` along the batch axis."""
@@ -82,7 +132,9 @@ def batched(fn: Callable, *, batch_size: int | None = None,
     it composes with `jax.jit` and `jax.grad` like `jax.vmap`. Called eagerly, it compiles the
     whole map as one program (with `jaxem.COMPILER_OPTIONS` on CPU); on a CPU with small members
     it splits the batch into ``n_threads`` equal parts run by that program on as many threads
-    (XLA releases the GIL while it runs, so each core fits its own part).
+    (XLA releases the GIL while it runs, so each core fits its own part). Wrappers of the same
+    ``fn`` share their compiled programs: ``batched(fn)`` made again (in a loop, say) and called
+    on the same shapes compiles nothing.
 
     Args:
       fn: the per-member function.
@@ -103,23 +155,7 @@ def batched(fn: Callable, *, batch_size: int | None = None,
       (100,)
     """
 
-    def mapped(*args):
-        n, size = _batch_shape(args)
-        bs = auto_batch_size(n, size) if batch_size is None else int(batch_size)
-        if bs < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        if bs >= n:
-            return jax.vmap(fn)(*args)
-        if bs == 1:  # no vmap at all: unbatched operations
-            return jax.lax.map(lambda a: fn(*a), args)
-        return jax.lax.map(lambda a: fn(*a), args, batch_size=bs)
-
-    whole = compiled(mapped)
-
-    @functools.partial(compiled, static_argnames=("size",))
-    def part(start, *args, size):  # members [start, start + size)
-        return mapped(*jax.tree_util.tree_map(
-            lambda a: jax.lax.dynamic_slice_in_dim(a, start, size), args))
+    whole, part = _programs(fn, batch_size)  # they reach fn weakly; `call` holds it (__wrapped__)
 
     @functools.wraps(fn)
     def call(*args):

@@ -316,6 +316,21 @@ def fit(
     return _fit_impl(model, params, X, w, tol, labels, **static)  # unhashable user objects: no cache
 
 
+def precompile_fit(model, params, X, w, *, tol, max_iter: int, progress: bool = False) -> None:
+    """Compile the program that ``fit(model, params, X, weights=w, tol=tol, max_iter=max_iter,
+    progress=progress)`` runs (every other option at its default), without running it: the call
+    then finds it compiled. ``params`` may be `jax.ShapeDtypeStruct`s (only their shapes are
+    read), so the fit can compile while its start is still being computed or compiled
+    (`jaxem._compile.precompile_concurrently`). For checked, unsharded X and w (arrays of X's
+    dtype) and a model without a data-dependent prior (``prior="default"``)."""
+    params = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), X.dtype), params)
+    X, w = device_array(X), device_array(w)
+    _fit_compiled.precompile(resolve(model, X, w), params, X, w, device_array(tol, X.dtype), None,
+                             max_iter=int(max_iter), updater=ClosedFormMStep(),
+                             adjoint="implicit", progress=bool(progress), data_checked=True,
+                             rows=None)
+
+
 def _with_fixed(updater, fixed: tuple):
     """``updater`` holding ``fixed`` (together with any fields it already holds)."""
     if not hasattr(updater, "fixed"):

@@ -172,10 +172,12 @@ def _init_compiled(model, key, X, w, method: str, rows=None):
     return _shard.traced(rows, lambda key, X, w: _init_rows(model, key, X, w, method), key, X, w)
 
 
-def _init_rows(model, key, X, w, method: str):
+def _init_rows(model, key, X, w, method: str, hard=None):
+    """The start of ``model`` on traced rows; ``hard``: the ``_hard_start(key, X, w, K, method)``
+    already traced (`jaxem.select_n_components` shares one k-means among covariance types)."""
     K = model.n_components
     if method != "random" and hasattr(model, "_m_step_labels"):  # no (N, K) array for hard starts
-        labels, centers = _hard_start(key, X, w, K, method)
+        labels, centers = _hard_start(key, X, w, K, method) if hard is None else hard
         return model._m_step_labels(labels, X, w, centers)
     return model.m_step(_responsibilities(key, X, w, K, method), X, w)
 

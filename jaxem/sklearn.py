@@ -29,8 +29,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 
-from ._compile import compiled
-from ._fit import fit
+from ._compile import compiled, precompile_concurrently
+from ._fit import fit, precompile_fit
 from ._missing import allows_missing
 from ._batch import auto_batch_size, batched
 from ._status import FATAL, Status, describe_status
@@ -77,6 +77,14 @@ def _init_only(seed, X, w, given, *, model, init_method):
     """The start of a single fit: the same as restart 0 of ``_fit_from_seed``."""
     key = jax.random.fold_in(jax.random.key(seed), jnp.uint32(0))
     return _start(model, key, X, w, given, init_method)
+
+
+def _param_shapes(model, X):
+    """Shapes of ``model``'s parameters for data like ``X`` (`jax.ShapeDtypeStruct`)."""
+    K, D = model.n_components, X.shape[1]
+    cov = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}
+    S = lambda shape: jax.ShapeDtypeStruct(shape, X.dtype)
+    return GaussianMixtureParams(S((K,)), S((K, D)), S(cov[model.covariance_type]))
 
 
 @compiled(static_argnames=("model",))
@@ -253,6 +261,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 if warm_done:
                     max_iter = 1
                 if n_init == 1:  # jaxem's own init and fit programs (shared, no batch axis)
+                    if not fixed:  # both compiled side by side (the fit needs only shapes)
+                        precompile_concurrently([
+                            lambda: _init_only.precompile(seed, Xp, wp, given, model=model,
+                                                          init_method=init_method),
+                            lambda: precompile_fit(model, _param_shapes(model, Xp), Xp, wp,
+                                                   tol=self.tol, max_iter=max_iter,
+                                                   progress=progress)])
                     params = (GaussianMixtureParams(*given) if fixed else _init_only(
                         seed, Xp, wp, given, model=model, init_method=init_method))
                     res = fit(model, params, Xp, weights=wp, tol=self.tol,

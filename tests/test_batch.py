@@ -79,3 +79,27 @@ def test_auto_threads():
     assert auto_threads(2000, 10**6, backend="cpu") == 1  # big members: XLA threads them itself
     assert 1 <= auto_threads(2000, 1000, backend="cpu") <= 2000
     assert auto_threads(1, 1000, backend="cpu") == 1
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_new_wrapper_of_the_same_function_does_not_recompile(caplog, n_threads):
+    """`jaxem.batched(f)` made again (e.g. in a loop) finds the programs of the first wrapper: its
+    call compiles nothing (single program, and threaded parts + join), with the same results."""
+    import logging
+
+    def f(x, y):
+        return jnp.sum(x * y) + jnp.max(x)
+
+    xs = jnp.arange(12.0).reshape(4, 3)
+    first = jaxem.batched(f, batch_size=2, n_threads=n_threads)(xs, xs + 1.0)
+    caplog.clear()
+    with jax.log_compiles(True), caplog.at_level(logging.DEBUG):
+        again = jaxem.batched(f, batch_size=2, n_threads=n_threads)(xs, xs + 1.0)
+    assert not [r for r in caplog.records if "Compiling" in r.getMessage()]
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(first))
+    np.testing.assert_allclose(np.asarray(first), np.asarray(jax.vmap(f)(xs, xs + 1.0)))
+    g = lambda x, y: f(x, y) + 1.0  # a different function: compiled anew
+    with jax.log_compiles(True), caplog.at_level(logging.DEBUG):
+        other = jaxem.batched(g, batch_size=2, n_threads=n_threads)(xs, xs + 1.0)
+    assert [r for r in caplog.records if "Compiling" in r.getMessage()]
+    np.testing.assert_allclose(np.asarray(other), np.asarray(first) + 1.0)

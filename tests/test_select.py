@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import jaxem
-from jaxem._select import _starts, n_free_parameters, pad_components, restart_keys
+from jaxem._compile import _cores
+from jaxem._select import (_groups, _shared_starts, n_free_parameters, pad_components,
+                           restart_keys)
 from jaxem._validate import as_data
 from helpers import assert_tree_allclose
 
@@ -58,12 +60,19 @@ def test_batched_equals_fitting_each_K_separately(selection, ct):
         model = jaxem.GaussianMixture(K, ct)
         # The documented start, model.init(restart_keys(key, K, 1)[0], X), taken from the (cached)
         # padded starts of the selection and trimmed back to K components.
-        P = _starts(jax.random.key(0), *as_data(X), n_init=1, K_max=KS[-1], method="kmeans",
-                    models=tuple(jaxem.GaussianMixture(k, ct) for k in KS))
+        # the selection's start programs (consecutive K, one per core), joined on the host
+        grid = tuple((jaxem.GaussianMixture(k, ct),) for k in KS)
+        parts = [_shared_starts(jax.random.key(0), *as_data(X), grid=tuple(grid[i] for i in g),
+                                n_init=1, K_max=KS[-1], method="kmeans")[0]
+                 for g in _groups(len(KS), _cores())]
+        P = jax.tree_util.tree_map(lambda *a: np.concatenate([np.asarray(x) for x in a]), *parts)
         p0 = jax.tree_util.tree_map(lambda a: a[m], P)
         p0 = p0._replace(weights=p0.weights[:K], means=p0.means[:K],
                          covariances=p0.covariances if ct == "tied" else p0.covariances[:K])
         assert np.all(np.asarray(P.weights[m, K:]) == 0.0)
+        if K == TRUE_K:  # the shared k-means start is model.init's
+            assert_tree_allclose(p0, model.init(restart_keys(jax.random.key(0), K, 1)[0], X),
+                                 rtol=1e-12, atol=1e-12)
         res = fit_one(p0, model)
         ll_sum = float(res.log_likelihood) * n
         p = model.n_parameters(res.params)
