@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ... import _prior
 from ..._init import init_from_responsibilities
@@ -94,10 +95,13 @@ class GaussianHMM(HiddenMarkovModel):
     def _emission_statistics(self, params, frames, rw) -> GaussianMixtureStatistics:
         """`GaussianMixture`'s statistics about the means with responsibilities ``rw (N, K)``.
 
-        float64: one GEMM rwᵀ φ(x) of the moments φ(x) = [(x - c)(x - c)ᵀ, x - c, 1] about the
-        centre c of the means (`GaussianMixture`'s "moments" route; ~10x faster than per-state
-        residuals), then shifted to the means by `GaussianMixture._shift`. float32: residuals
-        about each state's mean (exact to rounding far from the origin)."""
+        float64: one GEMM rwᵀ φ(x) of the moments φ(x) = [u_i u_j (i <= j), u, 1], u = x - x_0,
+        about the first frame x_0 (a point of the data, so the moments stay accurate far from
+        the origin), then shifted to the means by `GaussianMixture._shift`. φ is stored
+        transposed, ``(P, N)`` (each row a product of two contiguous rows; a ``(N, P)``
+        concatenation cost more than the GEMM), and depends on the frames only, so inside
+        `jaxem.fit`'s loop XLA computes it once for the whole fit. float32: residuals about each
+        state's mean (exact to rounding far from the origin)."""
         z = jnp.zeros((), frames.dtype)
         if jnp.dtype(frames.dtype).itemsize < 8:
             y = frames[:, None, :] - params.means[None]
@@ -105,17 +109,21 @@ class GaussianHMM(HiddenMarkovModel):
             return GaussianMixtureStatistics(st.nk, st.sy, st.syy, z, jnp.sum(st.nk))
         N, D = frames.shape
         K = params.means.shape[0]
-        c = jnp.mean(params.means, 0)
-        xc = frames - c
+        ref = frames[0]
+        uT = (frames - ref).T  # (D, N)
         outer = self.covariance_type in ("full", "tied")
-        sq = (xc[:, :, None] * xc[:, None, :]).reshape(N, D * D) if outer else xc * xc
-        F = sq.shape[1]
-        M = rw.T @ jnp.concatenate([sq, xc, jnp.ones_like(xc[:, :1])], 1)  # (K, F + D + 1)
-        sxx = M[:, :F].reshape(K, D, D) if outer else M[:, :F]
+        iu, ju = np.triu_indices(D) if outer else (np.arange(D), np.arange(D))
+        P = len(iu)
+        phi = jnp.stack([uT[i] * uT[j] for i, j in zip(iu, ju)] + list(uT)
+                        + [jnp.ones_like(uT[0])])  # (P + D + 1, N)
+        M = jax.lax.dot_general(rw, phi, (((0,), (1,)), ((), ())))  # (K, P + D + 1)
+        sxx = M[:, :P]
+        if outer:  # the upper triangle, mirrored
+            sxx = jnp.zeros((K, D, D), M.dtype).at[:, iu, ju].set(sxx).at[:, ju, iu].set(sxx)
         if self.covariance_type == "tied":
             sxx = jnp.sum(sxx, 0)
-        st = GaussianMixtureStatistics(M[:, -1], M[:, F:F + D], sxx, z, jnp.sum(M[:, -1]))
-        return self._gmm._shift(st, c[None] - params.means)  # about c -> about each mean
+        st = GaussianMixtureStatistics(M[:, -1], M[:, P:P + D], sxx, z, jnp.sum(M[:, -1]))
+        return self._gmm._shift(st, ref[None] - params.means)  # about x_0 -> about each mean
 
     def _fix_emission_statistics(self, est, params, fixed):
         """Means fixed: the covariances about them (the statistics are about the means; see
