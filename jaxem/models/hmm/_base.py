@@ -191,6 +191,11 @@ class HiddenMarkovModel:
             return jax.default_backend() != "cpu" and T >= 256
         return self.inference == "parallel"
 
+    def _log_emission_time_major(self, params, frames):
+        """``(N, K)`` log emission densities for the statistics pass (a family may use a faster
+        route there, e.g. `GaussianHMM`'s moment features)."""
+        return self._log_emission_fn(params)(frames)
+
     def _log_b(self, params, X):
         S, T, D = X.shape
         return self._log_emission_fn(params)(X.reshape(S * T, D)).reshape(S, T, -1)
@@ -229,7 +234,7 @@ class HiddenMarkovModel:
             # log b, both scans and the emission statistics read contiguous rows.
             Xt, wt = jnp.swapaxes(X, 0, 1), w.T
             frames = Xt.reshape(T * S, *X.shape[2:])
-            log_b = self._log_emission_fn(params)(frames).reshape(T, S, -1)
+            log_b = self._log_emission_time_major(params, frames).reshape(T, S, -1)
             log_b = clamp(log_b, None if labels is None else labels.T, NEG)  # known states
             gamma, xi, ll = forward_backward_time_major(
                 safe_log(params.initial_probs), params.transition_matrix, log_b, wt > 0, ws)
