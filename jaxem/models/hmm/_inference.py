@@ -174,7 +174,7 @@ def _small_matmul(x, M):
     return out
 
 
-def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None):
+def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None, frame_weights=None):
     """Forward-backward for a batch of S sequences stored time-major, ``log_b (T, S, K)``, ``mask
     (T, S)``, by Rabiner's scaling, with one fallback: the fast route on CPU.
 
@@ -198,9 +198,11 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None):
     Args:
       log_pi: ``(K,)``; A: ``(K, K)``; log_b: ``(T, S, K)``; mask: ``(T, S)`` bool.
       seq_weights: optional ``(S,)``: return Σ_s w_s Σ_t ξ_{s,t} ``(K, K)`` instead of per sequence.
+      frame_weights: optional ``(T, S)``: return w_ts γ_t instead of γ_t (formed in the scan: no
+        extra pass over ``(T, S, K)``).
 
     Returns ``(gamma (T, S, K), xi (S, K, K) or (K, K), log_likelihood (S,))``; γ is meaningless
-    on padding (mask it).
+    on padding (mask it, or pass ``frame_weights`` 0 there).
     """
     T, S, K = log_b.shape
     dtype = log_b.dtype
@@ -230,7 +232,7 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None):
 
     def bwd(carry, inp):  # carry β̂_{t+1} and Σ_{t' > t} ξ_t'; emit γ_t
         beta, acc = carry
-        alpha, o, t = inp
+        alpha, o, t, fw = inp
         b = where(t == last, 1.0, jax.lax.dynamic_index_in_dim(bt, jnp.minimum(t + 1, last),
                                                                keepdims=False))
         e = b * beta  # ∝ p(x_{t+1} | k) β_{t+1}(k)
@@ -244,11 +246,12 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None):
         c = o / where(n * gs > 0, n * gs, 1.0)
         ac = alpha * c[:, None]
         acc = acc + (ac.T @ e if pooled else ac[:, :, None] * e[:, None, :])
-        return (beta, acc), (g / gs[:, None], n)
+        return (beta, acc), (g * (fw / gs)[:, None], n)
 
     zero = jnp.zeros((K, K) if pooled else (S, K, K), dtype)
-    (_, acc), (gamma, ns) = jax.lax.scan(bwd, (ones, zero), (alphas, on, steps), reverse=True,
-                                         unroll=8)
+    fws = jnp.ones((T, S), dtype) if frame_weights is None else frame_weights.astype(dtype)
+    (_, acc), (gamma, ns) = jax.lax.scan(bwd, (ones, zero), (alphas, on, steps, fws),
+                                         reverse=True, unroll=8)
     xi = A * acc if pooled else A[None] * acc
     ll = jnp.sum(where(mask, jnp.log(ss) + m, 0.0), 0)
     ok = (jnp.min(where(mask, ss, 1.0)) > 0) & (jnp.min(ns) > 0) & jnp.all(jnp.isfinite(ll))
@@ -257,6 +260,7 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None):
         log_pi, A, log_b, mask = ops
         g, x, l = jax.vmap(forward_backward, (None, None, 1, 1), (1, 0, 0))(log_pi, A, log_b, mask)
         x = x if seq_weights is None else jnp.einsum("s,sjk->jk", seq_weights, x)
+        g = g if frame_weights is None else g * fws[..., None]
         return g.reshape(T * S, K), x, l
 
     # γ leaves the cond as (T S, K): its row-major layout is then the fast branch's (a (T, S, K)
