@@ -112,8 +112,9 @@ class GaussianHMM(HiddenMarkovModel):
     def _log_emission_time_major(self, params, frames):
         """``(N, K)`` log N(x_n | μ_k, Σ_k) for the statistics pass. float64, full covariances: one
         GEMM φ(x)ᵀ W of the shared moment features (`_moments`), from
-        (u + δ_k)ᵀ Λ_k (u + δ_k) = Σ_{i<=j} (2 - [i=j]) Λ_k,ij u_i u_j + 2 δ_kᵀ Λ_k u + δ_kᵀ Λ_k δ_k,
-        δ_k = x_0 - μ_k, Λ_k = Σ_k⁻¹ = P_k P_kᵀ (no whitened residuals (N, K, D) per iteration).
+        (u + δ_k)ᵀ Λ_k (u + δ_k) = Σ_{i<=j} (2 - [i=j]) Λ_k,ij u_i u_j + 2 δ_kᵀ Λ_k u
+        + δ_kᵀ Λ_k δ_k, δ_k = x_0 - μ_k, Λ_k = Σ_k⁻¹ = P_k P_kᵀ (no whitened residuals
+        ``(N, K, D)`` per iteration).
         Expanding costs rounding of order eps (|P_kᵀ u| + |P_kᵀ δ_k|)²; when a bound of that
         exceeds 1e-9 nats (frames or means thousands of standard deviations from x_0) the
         residual route runs instead (a `jax.lax.cond`). Other cases: `_log_emission_fn`."""
@@ -129,10 +130,10 @@ class GaussianHMM(HiddenMarkovModel):
         ld = jnp.einsum("kij,kj->ki", lam, delta)  # Λ_k δ_k
         dld = jnp.sum(delta * ld, -1)
         coef = np.where(iu == ju, 1.0, 2.0)
-        W = jnp.concatenate([-0.5 * coef[:, None] * lam[:, iu, ju].T, -ld.T,
-                             (g.log_det + g.log_pi - 0.5 * (D * math.log(2 * math.pi) + dld))[None]],
+        const = g.log_det + g.log_pi - 0.5 * (D * math.log(2 * math.pi) + dld)
+        W = jnp.concatenate([-0.5 * coef[:, None] * lam[:, iu, ju].T, -ld.T, const[None]],
                             0)  # (P + D + 1, K)
-        # Rounding bound: max_n |u_n|² tr Λ_k bounds |P_kᵀ u_n|²; |u|² is a row of φ's sums.
+        # Rounding bound: |P_kᵀ u_n|² <= |u_n|² tr Λ_k, |u_n|² = Σ_i u_i² (φ's rows).
         u2 = jnp.max(sum(phi[r] for r in np.flatnonzero(iu == ju)))
         bound = jnp.finfo(frames.dtype).eps * jnp.max(
             (jnp.sqrt(u2 * jnp.trace(lam, axis1=1, axis2=2)) + jnp.sqrt(jnp.maximum(dld, 0))) ** 2)
