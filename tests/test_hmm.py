@@ -401,3 +401,41 @@ def test_example_hmm_regimes_recovers_states(tmp_path):
     line = next(l for l in proc.stdout.splitlines() if l.startswith("state recovery accuracy"))
     assert float(line.split(":")[1]) >= 0.9, proc.stdout
     assert "status: ok" in proc.stdout
+
+
+def test_gaussian_moment_route_matches_residuals_far_from_origin_and_falls_back():
+    """The statistics pass's float64 full-covariance route (log-densities and statistics from the
+    frames' moment features about the first frame) agrees with the residual route, also for data
+    1e7 from the origin; a state thousands of standard deviations from that frame (rounding bound
+    exceeded) takes the residual route itself."""
+    model = jaxem.GaussianHMM(K, "full", reg_covar=0.0)
+    rng = np.random.default_rng(7)
+    means, cov = _gaussian_params("full", rng)
+    frames = rng.normal(size=(60, D)) * 1.5 + means[rng.integers(0, K, 60)]
+    rw = rng.dirichlet(np.ones(K), 60)
+
+    def routes(p, x, rw):
+        st = model._emission_statistics(p, x, rw)
+        ref = model._gmm._stats(rw, x[:, None, :] - p.means[None])  # residuals about the means
+        return (model._log_emission_time_major(p, x), model._log_emission_fn(p)(x), st,
+                (ref.nk, ref.sy, ref.syy))
+
+    f = jax.jit(routes, compiler_options=dict(jaxem.COMPILER_OPTIONS))
+    for shift, far in ((0.0, False), (1e7, False), (0.0, True)):
+        c = cov.copy()
+        if far:
+            c[2] = c[2] * 1e-8  # state 2: |x_0 - μ_2| ~ 3e4 standard deviations
+        p = jaxem.GaussianHMMParams(jnp.full(K, 1 / K), jnp.eye(K), jnp.asarray(means + shift),
+                                    jnp.asarray(c))
+        fast, resid, st, (nk, sy, syy) = f(p, jnp.asarray(frames + shift), jnp.asarray(rw))
+        if far:
+            np.testing.assert_array_equal(fast, resid)
+        else:  # against residuals x - μ_k formed in NumPy (XLA's whitening forms x P - μ P)
+            x = frames + shift
+            exact = np.stack([-0.5 * (np.sum((x - m) * np.linalg.solve(ck, (x - m).T).T, 1)
+                                      + D * np.log(2 * np.pi) + np.linalg.slogdet(ck)[1])
+                              for m, ck in zip(means + shift, c)], 1)
+            np.testing.assert_allclose(fast, exact, rtol=1e-12, atol=1e-10)
+        np.testing.assert_allclose(st.counts, nk, rtol=1e-12)
+        np.testing.assert_allclose(st.sum_x, sy, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(st.sum_xx, syy, rtol=1e-9, atol=1e-8)

@@ -191,6 +191,11 @@ class HiddenMarkovModel:
             return jax.default_backend() != "cpu" and T >= 256
         return self.inference == "parallel"
 
+    def _log_emission_time_major(self, params, frames):
+        """``(N, K)`` log emission densities for the statistics pass (a family may use a faster
+        route there, e.g. `GaussianHMM`'s moment features)."""
+        return self._log_emission_fn(params)(frames)
+
     def _log_b(self, params, X):
         S, T, D = X.shape
         return self._log_emission_fn(params)(X.reshape(S * T, D)).reshape(S, T, -1)
@@ -223,22 +228,22 @@ class HiddenMarkovModel:
             gamma, xi, ll, _ = self._posteriors(params, X, w, labels)
             xi = jnp.einsum("s,sjk->jk", ws, xi)
             frames, rw = X.reshape(S * T, *X.shape[2:]), (gamma * w[..., None]).reshape(S * T, -1)
-            g0 = gamma[:, 0]
+            n0 = ws @ gamma[:, 0]
         else:
             # Time-major throughout (the frames are transposed once, not the (T, S, K) arrays):
             # log b, both scans and the emission statistics read contiguous rows.
             Xt, wt = jnp.swapaxes(X, 0, 1), w.T
             frames = Xt.reshape(T * S, *X.shape[2:])
-            log_b = self._log_emission_fn(params)(frames).reshape(T, S, -1)
+            log_b = self._log_emission_time_major(params, frames).reshape(T, S, -1)
             log_b = clamp(log_b, None if labels is None else labels.T, NEG)  # known states
-            gamma, xi, ll = forward_backward_time_major(
-                safe_log(params.initial_probs), params.transition_matrix, log_b, wt > 0, ws)
-            rw = (gamma * wt[..., None]).reshape(T * S, -1)
-            g0 = gamma[0]
+            rw, xi, ll = forward_backward_time_major(  # rw = w γ, formed in the scan
+                safe_log(params.initial_probs), params.transition_matrix, log_b, wt > 0, ws, wt)
+            n0 = jnp.sum(rw[0], 0)  # Σ_s w_s γ_s,1
+            rw = rw.reshape(T * S, -1)
         est = self._emission_statistics(params, frames, rw)
         invalid = jnp.sum(where(~self._valid(X) & (w > 0), 1.0, 0.0))
         return HMMStatistics(
-            initial_counts=ws @ g0,
+            initial_counts=n0,
             transition_counts=xi,
             emission=est,
             log_likelihood=jnp.sum(where(ws > 0, ws * ll, 0.0)),

@@ -161,16 +161,32 @@ def forward_backward_scaled(log_pi, A, log_b, mask):
     return jnp.swapaxes(gamma, 0, 1), xi, ll
 
 
-def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None):
+def _small_matmul(x, M):
+    """``x (S, K) @ M (K, K)`` for small K as K broadcast multiply-adds, which XLA fuses with the
+    step's other elementwise work into one loop (a library matrix product per step of a scan costs
+    more than its 2 S K² flops when K is small); a plain product for K > 16."""
+    K = M.shape[0]
+    if K > 16:
+        return x @ M
+    out = x[:, 0:1] * M[0][None]
+    for j in range(1, K):
+        out = out + x[:, j:j + 1] * M[j][None]
+    return out
+
+
+def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None, frame_weights=None):
     """Forward-backward for a batch of S sequences stored time-major, ``log_b (T, S, K)``, ``mask
     (T, S)``, by Rabiner's scaling, with one fallback: the fast route on CPU.
 
     The emissions enter as b̃_tk = exp(ℓ_tk - max_k ℓ_tk) (one vectorised pass; 1 on padding), so
-    each step of the two scans is a K x K matrix product, a product and a sum on ``(S, K)`` arrays,
-    with no transcendental inside the loop; the log-normalisers log c_t = log s_t + max_k ℓ_tk are
+    each step of the two scans is a K x K matrix product (for small K written as K multiply-adds,
+    fused with the rest of the step), a product and a sum on ``(S, K)`` arrays, with no
+    transcendental inside the loop; the log-normalisers log c_t = log s_t + max_k ℓ_tk are
     summed after it (log p(x) = Σ_t log c_t, so no underflow in T). Time-major storage makes every
     step read and write contiguous rows, and γ_t = α̂_t β̂_t / Σ_k α̂_t β̂_t is formed inside the
     backward scan, so no pass over ``(T, S, K)`` arrays is spent on transposes or concatenations.
+    With ``seq_weights`` the backward scan carries Σ_s w_s Σ_t ξ_{s,t} as one ``(K, K)`` array
+    (a ``(K, S) @ (S, K)`` product per step) instead of ``(S, K, K)``.
     Padding needs no mask inside the loop because it is at the end: forward values past a
     sequence's end are never read, and with b̃ = 1 there the backward recursion β̂ ∝ A 1 = 1
     arrives uniform at the last real step, as it should. A step's s_t can underflow only if every
@@ -182,22 +198,25 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None):
     Args:
       log_pi: ``(K,)``; A: ``(K, K)``; log_b: ``(T, S, K)``; mask: ``(T, S)`` bool.
       seq_weights: optional ``(S,)``: return Σ_s w_s Σ_t ξ_{s,t} ``(K, K)`` instead of per sequence.
+      frame_weights: optional ``(T, S)``: return w_ts γ_t instead of γ_t (formed in the scan: no
+        extra pass over ``(T, S, K)``).
 
     Returns ``(gamma (T, S, K), xi (S, K, K) or (K, K), log_likelihood (S,))``; γ is meaningless
-    on padding (mask it).
+    on padding (mask it, or pass ``frame_weights`` 0 there).
     """
     T, S, K = log_b.shape
     dtype = log_b.dtype
     m = jnp.max(log_b, -1)  # (T, S)
-    bt = where(mask[..., None], jnp.exp(log_b - m[..., None]), 1.0)
-    # Materialised once: the barrier keeps XLA from fusing the exponential into both loops.
-    bt = jax.lax.optimization_barrier(bt)
+    # One pass (mask, shift, exponential); materialised once: the barrier keeps XLA from fusing
+    # the exponential into both loops.
+    bt = jax.lax.optimization_barrier(jnp.exp(where(mask[..., None], log_b - m[..., None], 0.0)))
     pi = jnp.exp(log_pi)
     steps = jnp.arange(T)
+    At = A.T
 
     def fwd(alpha, inp):  # α̂_t ∝ (α̂_{t-1} A) ∘ b̃_t, with α̂_{-1} A := π
         b, t = inp
-        a = where(t == 0, pi[None], alpha @ A) * b
+        a = where(t == 0, pi[None], _small_matmul(alpha, A)) * b
         s = jnp.sum(a, -1)
         alpha = a / s[:, None]
         return alpha, (alpha, s)
@@ -207,14 +226,17 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None):
     last = T - 1
     # Transition t -> t+1 is real when step t+1 is (padding is at the end).
     on = jnp.concatenate([mask[1:], jnp.zeros((1, S), bool)], 0).astype(dtype)
+    pooled = seq_weights is not None  # Σ_s w_s ξ_s carried as (K, K)
+    if pooled:
+        on = on * seq_weights.astype(dtype)[None]
 
     def bwd(carry, inp):  # carry β̂_{t+1} and Σ_{t' > t} ξ_t'; emit γ_t
         beta, acc = carry
-        alpha, o, t = inp
+        alpha, o, t, fw = inp
         b = where(t == last, 1.0, jax.lax.dynamic_index_in_dim(bt, jnp.minimum(t + 1, last),
                                                                keepdims=False))
         e = b * beta  # ∝ p(x_{t+1} | k) β_{t+1}(k)
-        q = e @ A.T
+        q = _small_matmul(e, At)
         n = jnp.sum(q, -1)
         beta = q / n[:, None]
         g = alpha * beta
@@ -222,21 +244,27 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None):
         # ξ_t(j, k) = α̂_t(j) A_jk e(k) / Σ_jk(same), and Σ_jk = n Σ_j α̂_t(j) β̂_t(j) = n gs;
         # A multiplies the sum once at the end.
         c = o / where(n * gs > 0, n * gs, 1.0)
-        acc = acc + (alpha * c[:, None])[:, :, None] * e[:, None, :]
-        return (beta, acc), (g / gs[:, None], n)
+        ac = alpha * c[:, None]
+        acc = acc + (ac.T @ e if pooled else ac[:, :, None] * e[:, None, :])
+        return (beta, acc), (g * (fw / gs)[:, None], n)
 
-    zero = jnp.zeros((S, K, K), dtype)
-    (_, acc), (gamma, ns) = jax.lax.scan(bwd, (ones, zero), (alphas, on, steps), reverse=True,
-                                         unroll=8)
-    xi = A[None] * acc if seq_weights is None else A * jnp.einsum("s,sjk->jk", seq_weights, acc)
+    zero = jnp.zeros((K, K) if pooled else (S, K, K), dtype)
+    fws = jnp.ones((T, S), dtype) if frame_weights is None else frame_weights.astype(dtype)
+    (_, acc), (gamma, ns) = jax.lax.scan(bwd, (ones, zero), (alphas, on, steps, fws),
+                                         reverse=True, unroll=8)
+    xi = A * acc if pooled else A[None] * acc
     ll = jnp.sum(where(mask, jnp.log(ss) + m, 0.0), 0)
     ok = (jnp.min(where(mask, ss, 1.0)) > 0) & (jnp.min(ns) > 0) & jnp.all(jnp.isfinite(ll))
 
     def fallback(ops):
-        _, (log_pi, A, log_b, mask) = ops
-        g, x, l = jax.vmap(forward_backward, (None, None, 1, 1))(log_pi, A, log_b, mask)
+        log_pi, A, log_b, mask = ops
+        g, x, l = jax.vmap(forward_backward, (None, None, 1, 1), (1, 0, 0))(log_pi, A, log_b, mask)
         x = x if seq_weights is None else jnp.einsum("s,sjk->jk", seq_weights, x)
-        return jnp.swapaxes(g, 0, 1), x, l
+        g = g if frame_weights is None else g * fws[..., None]
+        return g.reshape(T * S, K), x, l
 
-    return jax.lax.cond(ok, lambda ops: ops[0], fallback,
-                        ((gamma, xi, ll), (log_pi, A, log_b, mask)))
+    # γ leaves the cond as (T S, K): its row-major layout is then the fast branch's (a (T, S, K)
+    # result took the fallback's sequence-major layout and cost a transposing copy every call).
+    g, xi, ll = jax.lax.cond(ok, lambda ops: (gamma.reshape(T * S, K), xi, ll), fallback,
+                             (log_pi, A, log_b, mask))
+    return g.reshape(T, S, K), xi, ll

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ... import _prior
 from ..._init import init_from_responsibilities
@@ -91,12 +93,59 @@ class GaussianHMM(HiddenMarkovModel):
     def _log_emission_fn(self, params):
         return self._gmm._log_joint_fn(self._mixture_params(params))  # log 1 + log N(x | μ_k, Σ_k)
 
+    def _moments(self, frames):
+        """float64 moment features of the frames, ``(P + D + 1, N)``: φ(x) = [u_i u_j (i <= j), u,
+        1] with u = x - x_0 about the first frame x_0 (a point of the data, so they stay accurate
+        far from the origin; diag/spherical: u_i² only). Stored transposed (each row a product of
+        two contiguous rows; an ``(N, P)`` concatenation cost more than the GEMM that reads it).
+        They depend on the frames only: inside `jaxem.fit`'s loop XLA computes them once for the
+        whole fit, and the emission log-densities and statistics share them."""
+        ref = frames[0]
+        uT = (frames - ref).T  # (D, N)
+        D = uT.shape[0]
+        outer = self.covariance_type in ("full", "tied")
+        iu, ju = np.triu_indices(D) if outer else (np.arange(D), np.arange(D))
+        phi = jnp.stack([uT[i] * uT[j] for i, j in zip(iu, ju)] + list(uT)
+                        + [jnp.ones_like(uT[0])])
+        return phi, ref, iu, ju
+
+    def _log_emission_time_major(self, params, frames):
+        """``(N, K)`` log N(x_n | μ_k, Σ_k) for the statistics pass. float64, full covariances: one
+        GEMM φ(x)ᵀ W of the shared moment features (`_moments`), from
+        (u + δ_k)ᵀ Λ_k (u + δ_k) = Σ_{i<=j} (2 - [i=j]) Λ_k,ij u_i u_j + 2 δ_kᵀ Λ_k u
+        + δ_kᵀ Λ_k δ_k, δ_k = x_0 - μ_k, Λ_k = Σ_k⁻¹ = P_k P_kᵀ (no whitened residuals
+        ``(N, K, D)`` per iteration).
+        Expanding costs rounding of order eps (|P_kᵀ u| + |P_kᵀ δ_k|)²; when a bound of that
+        exceeds 1e-9 nats (frames or means thousands of standard deviations from x_0) the
+        residual route runs instead (a `jax.lax.cond`). Other cases: `_log_emission_fn`."""
+        fn = self._log_emission_fn(params)
+        if self.covariance_type != "full" or jnp.dtype(frames.dtype).itemsize < 8:
+            return fn(frames)
+        gmm = self._gmm
+        g = gmm._geometry(self._mixture_params(params))
+        phi, ref, iu, ju = self._moments(frames)
+        D = frames.shape[1]
+        lam = jnp.einsum("kij,klj->kil", g.P, g.P)  # Σ_k⁻¹
+        delta = ref[None] - params.means  # (K, D)
+        ld = jnp.einsum("kij,kj->ki", lam, delta)  # Λ_k δ_k
+        dld = jnp.sum(delta * ld, -1)
+        coef = np.where(iu == ju, 1.0, 2.0)
+        const = g.log_det + g.log_pi - 0.5 * (D * math.log(2 * math.pi) + dld)
+        W = jnp.concatenate([-0.5 * coef[:, None] * lam[:, iu, ju].T, -ld.T, const[None]],
+                            0)  # (P + D + 1, K)
+        # Rounding bound: |P_kᵀ u_n|² <= |u_n|² tr Λ_k, |u_n|² = Σ_i u_i² (φ's rows).
+        u2 = jnp.max(sum(phi[r] for r in np.flatnonzero(iu == ju)))
+        bound = jnp.finfo(frames.dtype).eps * jnp.max(
+            (jnp.sqrt(u2 * jnp.trace(lam, axis1=1, axis2=2)) + jnp.sqrt(jnp.maximum(dld, 0))) ** 2)
+        return jax.lax.cond(bound < 1e-9,
+                            lambda: jax.lax.dot_general(phi, W, (((0,), (0,)), ((), ()))),
+                            lambda: fn(frames))
+
     def _emission_statistics(self, params, frames, rw) -> GaussianMixtureStatistics:
         """`GaussianMixture`'s statistics about the means with responsibilities ``rw (N, K)``.
 
-        float64: one GEMM rwᵀ φ(x) of the moments φ(x) = [(x - c)(x - c)ᵀ, x - c, 1] about the
-        centre c of the means (`GaussianMixture`'s "moments" route; ~10x faster than per-state
-        residuals), then shifted to the means by `GaussianMixture._shift`. float32: residuals
+        float64: one GEMM rwᵀ φ(x) of the shared moment features (`_moments`, about the first
+        frame x_0), then shifted to the means by `GaussianMixture._shift`. float32: residuals
         about each state's mean (exact to rounding far from the origin)."""
         z = jnp.zeros((), frames.dtype)
         if jnp.dtype(frames.dtype).itemsize < 8:
@@ -105,17 +154,16 @@ class GaussianHMM(HiddenMarkovModel):
             return GaussianMixtureStatistics(st.nk, st.sy, st.syy, z, jnp.sum(st.nk))
         N, D = frames.shape
         K = params.means.shape[0]
-        c = jnp.mean(params.means, 0)
-        xc = frames - c
-        outer = self.covariance_type in ("full", "tied")
-        sq = (xc[:, :, None] * xc[:, None, :]).reshape(N, D * D) if outer else xc * xc
-        F = sq.shape[1]
-        M = rw.T @ jnp.concatenate([sq, xc, jnp.ones_like(xc[:, :1])], 1)  # (K, F + D + 1)
-        sxx = M[:, :F].reshape(K, D, D) if outer else M[:, :F]
+        phi, ref, iu, ju = self._moments(frames)
+        P = len(iu)
+        M = jax.lax.dot_general(rw, phi, (((0,), (1,)), ((), ())))  # (K, P + D + 1)
+        sxx = M[:, :P]
+        if self.covariance_type in ("full", "tied"):  # the upper triangle, mirrored
+            sxx = jnp.zeros((K, D, D), M.dtype).at[:, iu, ju].set(sxx).at[:, ju, iu].set(sxx)
         if self.covariance_type == "tied":
             sxx = jnp.sum(sxx, 0)
-        st = GaussianMixtureStatistics(M[:, -1], M[:, F:F + D], sxx, z, jnp.sum(M[:, -1]))
-        return self._gmm._shift(st, c[None] - params.means)  # about c -> about each mean
+        st = GaussianMixtureStatistics(M[:, -1], M[:, P:P + D], sxx, z, jnp.sum(M[:, -1]))
+        return self._gmm._shift(st, ref[None] - params.means)  # about x_0 -> about each mean
 
     def _fix_emission_statistics(self, est, params, fixed):
         """Means fixed: the covariances about them (the statistics are about the means; see
