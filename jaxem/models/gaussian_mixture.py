@@ -567,7 +567,8 @@ class GaussianMixture(Mixture):
         GEMM-shaped passes and nothing of size N·K·D is ever alive beyond one block; they are
         un-whitened once at the end (d_k = L_k s_k, S_k = L_k S_yy,k L_kᵀ). Full covariances use
         the moment route (module docstring; guarded in float32): two GEMMs of width
-        T = D(D+1)/2 + D + 1 per block. ``labels (N,)`` (-1 unknown) mask the log joint of labelled rows."""
+        T = D(D+1)/2 + D + 1 per block. ``labels (N,)`` (-1 unknown) mask the log joint of
+        labelled rows."""
         acc = self._accumulate_dtype(X.dtype)
         if allows_missing(self):
             return _gaussian_missing.statistics(self, params, X, weights, acc, labels)
