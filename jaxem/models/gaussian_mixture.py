@@ -130,12 +130,12 @@ MOMENT_TOLERANCE = 3e-4
 
 
 def _features(xc):
-    """φ(x) = [vech(x xᵀ), x, 1] of the rows of ``xc (n, D)`` (vech: the upper triangle row by
-    row, `np.triu_indices` order), as one concatenation of D row-slices: XLA's CPU backend
-    gathers the triangle's columns more slowly."""
-    D = xc.shape[1]
-    return jnp.concatenate([xc[:, i:i + 1] * xc[:, i:] for i in range(D)]
-                           + [xc, jnp.ones_like(xc[:, :1])], 1)
+    """φ(x) = vech(x̃ x̃ᵀ) of x̃ = [x, 1] for the rows of ``xc (n, D)``: the upper triangle row by
+    row (`np.triu_indices(D + 1)` order), so [x_i x_j (i <= j), ..., x_i, ..., 1]. One
+    concatenation of D + 1 row-slices: XLA's CPU backend gathers the triangle's columns, or
+    concatenates more pieces, measurably more slowly."""
+    xa = jnp.concatenate([xc, jnp.ones_like(xc[:, :1])], 1)
+    return jnp.concatenate([xa[:, i:i + 1] * xa[:, i:] for i in range(xa.shape[1])], 1)
 
 
 
@@ -617,13 +617,16 @@ class GaussianMixture(Mixture):
         behind the guard of `_statistics` (`_moment_error_bound`)."""
         g = self._geometry(params)
         K, D = params.means.shape
-        iu, ju = np.triu_indices(D)
+        iu, ju = np.triu_indices(D + 1)  # φ(x) = vech(x̃ x̃ᵀ), x̃ = [x - c, 1]: T of them
         c = params.weights @ params.means
         m = params.means - c
         Lam = g.P @ jnp.swapaxes(g.P, -1, -2)  # Λ_k = P_k P_kᵀ = Σ_k⁻¹
         b = jnp.einsum("kde,ke->kd", Lam, m)
-        a = jnp.concatenate([Lam[:, iu, ju] * where(iu == ju, 1.0, 2.0).astype(X.dtype),
-                             -2.0 * b, jnp.sum(m * b, 1, keepdims=True)], 1).T  # (T, K)
+        # ||y_nk||² = x̃ᵀ A_k x̃ with A_k = [[Λ_k, -b_k], [-b_kᵀ, m_kᵀ b_k]] = φ(x)·a_k
+        A = jnp.concatenate([jnp.concatenate([Lam, -b[:, :, None]], 2),
+                             jnp.concatenate([-b, jnp.sum(m * b, 1, keepdims=True)], 1)[:, None]],
+                            1)
+        a = (A[:, iu, ju] * where(iu == ju, 1.0, 2.0).astype(X.dtype)).T  # (T, K)
         const = g.log_pi + g.log_det - 0.5 * D * math.log(2 * math.pi)
 
         def block(x, lb, wb):
@@ -632,11 +635,11 @@ class GaussianMixture(Mixture):
             return _cast((rw.T @ phi, ll), acc)
 
         # Blocks of GEMMs only: twice the default working set per block measured fastest here.
-        M, ll = labelled_sum(block, X, weights, labels, self.chunk_size, (len(iu) + D + 1) // 2)
-        T = len(iu)
-        sym = np.zeros((D, D), int)
-        sym[iu, ju] = sym[ju, iu] = np.arange(T)
-        st = GaussianMixtureStatistics(M[:, -1], M[:, T:T + D], M[:, sym], ll, total)
+        M, ll = labelled_sum(block, X, weights, labels, self.chunk_size, len(iu) // 2)
+        sym = np.zeros((D + 1, D + 1), int)  # column of M holding x̃_i x̃_j
+        sym[iu, ju] = sym[ju, iu] = np.arange(len(iu))
+        st = GaussianMixtureStatistics(M[:, sym[D, D]], M[:, sym[:D, D]], M[:, sym[:D, :D]], ll,
+                                       total)
         return self._shift(st, (c - params.means).astype(acc))  # about c -> about the means
 
     def _accumulate_dtype(self, dtype):
