@@ -467,13 +467,12 @@ class GaussianMixture(Mixture):
         return "moments" if jnp.dtype(dtype).itemsize >= 8 else "guarded"  # data: >= float32
 
     def _moment_error_bound(self, params):
-        """β = max_k eps·(|μ_k - c|² + tr Σ_k)·tr Σ_k⁻¹ over the components that are on: how many
-        times eps the moment route's cancellation can cost, relative to the smallest variance of a
-        component (module docstring). The raw moments about c of a row near μ_k are of size
-        |x - c|² ≈ |μ_k - c|² + tr Σ_k, and the E-step's ℓ_nk and the M-step's Σ_k are formed as
-        their differences, so each carries an error of about eps times that, in units where Σ_k's
-        smallest eigenvalue is 1/λ_max(Σ_k⁻¹) ≥ 1/tr Σ_k⁻¹. The residual route's own error is
-        about eps·D·tr Σ_k·tr Σ_k⁻¹ / D, so β is the excess, times at most about D."""
+        """β = max_k eps·(|μ_k - c|² + tr Σ_k)·||Σ_k⁻¹||_∞ over the components that are on (weight
+        > 0): the moment route's cancellation in units of each component's smallest variance
+        (module docstring). The raw moments about c of a row near μ_k are of size
+        |x - c|² ≈ |μ_k - c|² + tr Σ_k; the E-step's ℓ_nk and the M-step's Σ_k are their
+        differences, so each carries an error of about eps times that, and 1/λ_min(Σ_k) =
+        λ_max(Σ_k⁻¹) ≤ ||Σ_k⁻¹||_∞. Measured errors: 0.01β to 2β (tests/test_moments_float32.py)."""
         g = self._geometry(params)
         eps = jnp.finfo(params.means.dtype).eps
         c = params.weights @ params.means
