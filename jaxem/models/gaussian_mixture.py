@@ -19,7 +19,21 @@ Mahalanobis term is linear in φ,
 and so are the M-step statistics, Σ_n w_n r_nk φ(x_n) = [vech S_xx,k, s_k, N_k]. One EM iteration
 is two well-shaped GEMMs, (n, T) @ (T, K) and (K, n) @ (n, T), with half the flops of the residual
 route. Raw moments lose about log10(spread of the data / spread of a component)² digits, harmless
-in float64 (eps·|x - c|² ≪ reg_covar) but not in float32, which keeps the residual route.
+in float64 (eps·|x - c|² ≪ reg_covar) but not always in float32.
+
+float32 full covariances take the moment route only where it is measured to be safe ("guarded"):
+each iteration computes from the current parameters the bound
+  β = max_k eps·(|μ_k - c|² + tr Σ_k)·||Σ_k⁻¹||_∞
+(|x - c|² of a row of component k is about |μ_k - c|² + tr Σ_k; ℓ_nk and the M-step's Σ_k are
+differences of such terms, and ||Σ_k⁻¹||_∞ ≥ 1/λ_min(Σ_k) puts their error in the component's own
+units). With β ≤ `MOMENT_TOLERANCE` (3e-4) the moment route runs, else the residual route: one
+`jax.lax.cond` on a scalar, so a fit never recompiles (under `jax.vmap` with batched parameters the
+cond is a select and both routes run). Measured, the moment route's error in the means and
+covariances, in units of the component (|L⁻¹ δμ|, |L⁻¹ δΣ L⁻ᵀ|), is 0.01β to 2β: at most ~6e-4
+where the residual route's is ~1e-5 (tests/test_moments_float32.py); the same order as what float32
+data lose to their own rounding a few hundred widths from the origin. Well-separated components
+(|μ_k - c| above ~50 widths for D = 16) or nearly singular ones fall back to the residuals; pass
+statistics="residuals" for the residual route's accuracy everywhere.
 """
 
 from __future__ import annotations
@@ -109,6 +123,21 @@ def _cast(tree, dtype):
     return jax.tree_util.tree_map(lambda a: a.astype(dtype), tree)
 
 
+# Largest `_moment_error_bound` β at which float32 takes the moment route (module docstring): the
+# measured error is at most ~2β in the components' units. The benchmark's 16 unit-width components
+# 3·N(0, I) apart in D = 16 have β ≈ 7e-5 once fitted.
+MOMENT_TOLERANCE = 3e-4
+
+
+def _features(xc):
+    """φ(x) = vech(x̃ x̃ᵀ) of x̃ = [x, 1] for the rows of ``xc (n, D)``: the upper triangle row by
+    row (`np.triu_indices(D + 1)` order), so [x_i x_j (i <= j), ..., x_i, ..., 1]. One
+    concatenation of D + 1 row-slices: XLA's CPU backend gathers the triangle's columns, or
+    concatenates more pieces, measurably more slowly."""
+    xa = jnp.concatenate([xc, jnp.ones_like(xc[:, :1])], 1)
+    return jnp.concatenate([xa[:, i:i + 1] * xa[:, i:] for i in range(xa.shape[1])], 1)
+
+
 
 @dataclasses.dataclass(frozen=True)
 class GaussianMixture(Mixture):
@@ -127,8 +156,9 @@ class GaussianMixture(Mixture):
       statistics: how a fused EM iteration forms its statistics (see the module docstring):
         "residuals" (whitened residuals about each component's mean; exact to rounding),
         "moments" (full covariances only: raw moments φ(x) = [vech(x xᵀ), x, 1], two GEMMs per
-        iteration, about 3x faster, float64 data only) or "auto" (moments for full covariances
-        with float64 data and computation, residuals otherwise).
+        iteration, about 2x faster; float32 data "guarded": each iteration whose parameters bound
+        the moments' cancellation above `MOMENT_TOLERANCE` takes the residual route instead) or
+        "auto" (moments for full covariances, guarded in float32, residuals otherwise).
       prior: None (maximum likelihood), a `jaxem.GaussianPrior` (EM then finds the MAP estimate,
         Fraley & Raftery 2007: the M-step is the posterior mode, and `jaxem.fit`'s ``trace`` and
         ``log_likelihood`` report the log posterior; see `jaxem._prior`), or "default" (resolved
@@ -428,13 +458,31 @@ class GaussianMixture(Mixture):
         so that nothing is multiplied by an identity."""
         return _Geometry(means, None, None, None, None)
 
-    def _use_moments(self, dtype) -> bool:
-        if self.statistics == "auto":
-            return self.covariance_type == "full" and jnp.dtype(dtype).itemsize >= 8
-        if self.statistics == "moments" and jnp.dtype(dtype).itemsize < 8:
-            raise ValueError("statistics='moments' loses too many digits in float32; pass float64 "
-                             "data (with jax_enable_x64) or use statistics='auto'.")
-        return self.statistics == "moments"
+    def _moment_route(self, dtype) -> str | None:
+        """Which moment route a fused iteration takes: "moments" (float64: always), "guarded"
+        (float32: the moment route when `_moment_error_bound` allows it, else the residuals) or
+        None (the residual route)."""
+        if self.statistics == "residuals" or self.covariance_type != "full":
+            return None
+        return "moments" if jnp.dtype(dtype).itemsize >= 8 else "guarded"  # data: >= float32
+
+    def _moment_error_bound(self, params):
+        """β = max_k eps·(|μ_k - c|² + tr Σ_k)·||Σ_k⁻¹||_∞ over the components that are on (weight
+        > 0): the moment route's cancellation in units of each component's smallest variance
+        (module docstring). The raw moments about c of a row near μ_k are of size
+        |x - c|² ≈ |μ_k - c|² + tr Σ_k; the E-step's ℓ_nk and the M-step's Σ_k are their
+        differences, so each carries an error of about eps times that, and 1/λ_min(Σ_k) =
+        λ_max(Σ_k⁻¹) ≤ ||Σ_k⁻¹||_∞. Measured errors: 0.01β to 2β (tests/test_moments_float32.py)."""
+        g = self._geometry(params)
+        eps = jnp.finfo(params.means.dtype).eps
+        c = params.weights @ params.means
+        m2 = jnp.sum(jnp.square(params.means - c), 1)
+        tr_cov = jnp.trace(params.covariances, axis1=1, axis2=2)
+        Lam = g.P @ jnp.swapaxes(g.P, -1, -2)
+        lam_max = jnp.max(jnp.sum(jnp.abs(Lam), 2), 1)  # ||Λ_k||_∞ >= λ_max(Λ_k)
+        beta = eps * (m2 + tr_cov) * lam_max
+        # NaN (a broken Cholesky) fails the test below: the residual route then reports it.
+        return jnp.max(where(params.weights > 0, beta, 0.0))
 
     # --- expected sufficient statistics (the public unit of EM) and their maximiser -------------
     def statistics_reference(self, params):
@@ -518,15 +566,28 @@ class GaussianMixture(Mixture):
         """`sufficient_statistics` (about the means) by a fused pass streamed over row blocks: the
         whitened residuals of the E-step are reused for the statistics, so each block costs two
         GEMM-shaped passes and nothing of size N·K·D is ever alive beyond one block; they are
-        un-whitened once at the end (d_k = L_k s_k, S_k = L_k S_yy,k L_kᵀ). Full covariances in
-        float64 use the moment route (module docstring): two GEMMs of width T = D(D+1)/2 + D + 1
-        per block. ``labels (N,)`` (-1 unknown) mask the log joint of labelled rows."""
+        un-whitened once at the end (d_k = L_k s_k, S_k = L_k S_yy,k L_kᵀ). Full covariances use
+        the moment route (module docstring; guarded in float32): two GEMMs of width
+        T = D(D+1)/2 + D + 1 per block. ``labels (N,)`` (-1 unknown) mask the log joint of
+        labelled rows."""
         acc = self._accumulate_dtype(X.dtype)
         if allows_missing(self):
             return _gaussian_missing.statistics(self, params, X, weights, acc, labels)
         total = jnp.sum(weights.astype(acc))
-        if self._use_moments(X.dtype):
+        route = self._moment_route(X.dtype)
+        if route == "moments":
             return self._statistics_moments(params, X, weights, acc, total, labels)
+        if route == "guarded":
+            # One scalar test per iteration, no recompilation. Under jax.vmap with batched
+            # parameters the cond becomes a select and both routes run.
+            return jax.lax.cond(
+                self._moment_error_bound(params) <= MOMENT_TOLERANCE,
+                lambda: self._statistics_moments(params, X, weights, acc, total, labels),
+                lambda: self._statistics_residuals(params, X, weights, acc, total, labels))
+        return self._statistics_residuals(params, X, weights, acc, total, labels)
+
+    def _statistics_residuals(self, params, X, weights, acc, total, labels=None):
+        """`_statistics` by whitened residuals about each component's mean."""
         g = self._geometry(params)
 
         def block(x, lb, wb):
@@ -553,30 +614,33 @@ class GaussianMixture(Mixture):
 
     def _statistics_moments(self, params, X, weights, acc, total, labels=None):
         """`_statistics` by raw moments about c = Σ π_k μ_k: ℓ_nk = const_k - ½ φ(x_n)·a_k and
-        Σ_n w_n r_nk φ(x_n) in one GEMM each; then shifted to the means (`_shift`)."""
+        Σ_n w_n r_nk φ(x_n) in one GEMM each; then shifted to the means (`_shift`). In float32 only
+        behind the guard of `_statistics` (`_moment_error_bound`)."""
         g = self._geometry(params)
         K, D = params.means.shape
-        iu, ju = np.triu_indices(D)
+        iu, ju = np.triu_indices(D + 1)  # φ(x) = vech(x̃ x̃ᵀ), x̃ = [x - c, 1]: T of them
         c = params.weights @ params.means
         m = params.means - c
         Lam = g.P @ jnp.swapaxes(g.P, -1, -2)  # Λ_k = P_k P_kᵀ = Σ_k⁻¹
         b = jnp.einsum("kde,ke->kd", Lam, m)
-        a = jnp.concatenate([Lam[:, iu, ju] * where(iu == ju, 1.0, 2.0).astype(X.dtype),
-                             -2.0 * b, jnp.sum(m * b, 1, keepdims=True)], 1).T  # (T, K)
+        # ||y_nk||² = x̃ᵀ A_k x̃ with A_k = [[Λ_k, -b_k], [-b_kᵀ, m_kᵀ b_k]] = φ(x)·a_k
+        A = jnp.concatenate([jnp.concatenate([Lam, -b[:, :, None]], 2),
+                             jnp.concatenate([-b, jnp.sum(m * b, 1, keepdims=True)], 1)[:, None]],
+                            1)
+        a = (A[:, iu, ju] * where(iu == ju, 1.0, 2.0).astype(X.dtype)).T  # (T, K)
         const = g.log_pi + g.log_det - 0.5 * D * math.log(2 * math.pi)
 
         def block(x, lb, wb):
-            xc = x - c
-            phi = jnp.concatenate([xc[:, iu] * xc[:, ju], xc, jnp.ones_like(xc[:, :1])], 1)
+            phi = _features(x - c)
             rw, ll = weighted_posterior(clamp(const - 0.5 * (phi @ a), lb), wb)
             return _cast((rw.T @ phi, ll), acc)
 
         # Blocks of GEMMs only: twice the default working set per block measured fastest here.
-        M, ll = labelled_sum(block, X, weights, labels, self.chunk_size, (len(iu) + D + 1) // 2)
-        T = len(iu)
-        sym = np.zeros((D, D), int)
-        sym[iu, ju] = sym[ju, iu] = np.arange(T)
-        st = GaussianMixtureStatistics(M[:, -1], M[:, T:T + D], M[:, sym], ll, total)
+        M, ll = labelled_sum(block, X, weights, labels, self.chunk_size, len(iu) // 2)
+        sym = np.zeros((D + 1, D + 1), int)  # column of M holding x̃_i x̃_j
+        sym[iu, ju] = sym[ju, iu] = np.arange(len(iu))
+        st = GaussianMixtureStatistics(M[:, sym[D, D]], M[:, sym[:D, D]], M[:, sym[:D, :D]], ll,
+                                       total)
         return self._shift(st, (c - params.means).astype(acc))  # about c -> about the means
 
     def _accumulate_dtype(self, dtype):
