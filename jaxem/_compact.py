@@ -90,6 +90,8 @@ def _loop(cjaxpr, bjaxpr):
     @loop.def_vmap
     def rule(axis_size, in_batched, cconsts, bconsts, state):
         cb, bb, sb = in_batched
+        if not any(cb + bb + sb):  # (custom_vmap's JVP asks for the values batched elsewhere)
+            return loop.fun(cconsts, bconsts, state), [False] * len(state)
         state = [x if b else jnp.broadcast_to(jnp.asarray(x), (axis_size,) + jnp.shape(x))
                  for x, b in zip(state, sb)]  # (an unbatched leaf may come as a Python scalar)
         vcond = jax.vmap(cond1, in_axes=([0 if b else None for b in cb], 0))
