@@ -9,7 +9,10 @@ B = W_0 > W_1 > ... (each ``_RATIO`` times narrower, down to ``_MIN_WIDTH``): le
 batched loop on W_l members until at most W_{l+1} of them are still running, then the running
 members are gathered (with their batched operands) into the next, narrower level, and the
 finished ones are written back. Every member goes through exactly the body applications of its
-own unbatched loop, so the results are those of the plain vmap. For 2,000 k-means inits the
+own unbatched loop, so the results are those of the plain vmap: the same iterates, equal to
+rounding (a batched operation may round differently at another width: at B=2,000 fits ~1% of the
+members differed from the plain vmap in the last bit or two, as the plain vmap differs from
+single fits; n_iter and status identical). For 2,000 k-means inits the
 member-sweeps drop from 114,000 to about 23,000 (levels 2000, 334, 56) at the cost of one copy
 of the body per level in the program (compile time).
 
