@@ -1,5 +1,4 @@
-"""jaxem.batched: vmap semantics evaluated block by block (lax.map); the compacting loop of a
-vmapped fit (jaxem._compact)."""
+"""jaxem.batched: vmap semantics evaluated block by block (lax.map)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +6,6 @@ import numpy as np
 import pytest
 
 import jaxem
-from jaxem import _compact
 from jaxem._batch import auto_batch_size, auto_threads
 from helpers import assert_tree_allclose, blobs
 
@@ -25,17 +23,11 @@ def _one(key, X, w):
     return jaxem.fit(MODEL, MODEL.init(key, X, w), X, weights=w, max_iter=30)
 
 
-@pytest.fixture(scope="module")
-def vmapped():
-    """(keys, Xs, Ws, jax.jit(jax.vmap(_one)) of them): one compile shared by the tests."""
+@pytest.mark.parametrize("batch_size", [None, 1, 2, 4, 6])
+def test_batched_equals_vmap(batch_size):
     Xs, Ws = _datasets()
     keys = jax.random.split(jax.random.key(0), Xs.shape[0])
-    return keys, Xs, Ws, jax.jit(jax.vmap(_one))(keys, Xs, Ws)
-
-
-@pytest.mark.parametrize("batch_size", [None, 1, 2, 4, 6])
-def test_batched_equals_vmap(batch_size, vmapped):
-    keys, Xs, Ws, want = vmapped
+    want = jax.jit(jax.vmap(_one))(keys, Xs, Ws)
     got = jax.jit(jaxem.batched(_one, batch_size=batch_size))(keys, Xs, Ws)  # 4: remainder block
     assert_tree_allclose(got, want, rtol=1e-10, atol=1e-12)
     # Each member keeps its own stopping point.
@@ -43,12 +35,12 @@ def test_batched_equals_vmap(batch_size, vmapped):
 
 
 @pytest.mark.parametrize("n_members,n_threads", [(6, 2), (5, 2), (5, 3), (6, 4)])
-def test_batched_threads_equal_vmap(n_members, n_threads, vmapped):
+def test_batched_threads_equal_vmap(n_members, n_threads):
     """An eager call split over threads: equal parts, the last one overlapping the one before
     when the batch does not divide (5 over 2: members 0-2 and 2-4; 6 over 4: 0-1, 2-3, 4-5)."""
-    keys, Xs, Ws, want = vmapped
-    keys, Xs, Ws = keys[:n_members], Xs[:n_members], Ws[:n_members]
-    want = jax.tree_util.tree_map(lambda a: a[:n_members], want)
+    Xs, Ws = _datasets(b=n_members)
+    keys = jax.random.split(jax.random.key(0), n_members)
+    want = jax.jit(jax.vmap(_one))(keys, Xs, Ws)
     got = jaxem.batched(_one, n_threads=n_threads)(keys, Xs, Ws)
     assert_tree_allclose(got, want, rtol=1e-10, atol=1e-12)
     assert got.n_iter.shape == (n_members,)
@@ -87,51 +79,3 @@ def test_auto_threads():
     assert auto_threads(2000, 10**6, backend="cpu") == 1  # big members: XLA threads them itself
     assert 1 <= auto_threads(2000, 1000, backend="cpu") <= 2000
     assert auto_threads(1, 1000, backend="cpu") == 1
-
-
-def test_vmapped_fit_compacts_finished_members(monkeypatch, vmapped):
-    """Under vmap the k-means and EM loops run in levels of shrinking width (here 6 members, then
-    the 2 still running): the same fits as the plain batched loops."""
-    monkeypatch.setattr(_compact, "_MIN_BATCH", 2)
-    monkeypatch.setattr(_compact, "_MIN_WIDTH", 2)
-    monkeypatch.setattr(_compact, "_RATIO", 3)
-    levels = []
-    widths = _compact.widths
-    monkeypatch.setattr(_compact, "widths", lambda b: levels.append(widths(b)) or widths(b))
-    keys, Xs, Ws, want = vmapped
-    # max_iter=31: a new trace (not the batched one cached from `vmapped`); no member reaches 30
-    one = lambda key, X, w: jaxem.fit(MODEL, MODEL.init(key, X, w), X, weights=w, max_iter=31)
-    got = jax.jit(jax.vmap(one))(keys, Xs, Ws)
-    assert levels and all(l == [6, 2] for l in levels)  # EM (k-means too, unless cached)
-    assert int(want.n_iter.max()) < 30
-    assert_tree_allclose(got._replace(trace=got.trace[:, :30]), want, rtol=1e-10, atol=1e-12)
-    assert len(set(np.asarray(got.n_iter).tolist())) > 1
-
-
-def _collatz_steps(loop):
-    step = lambda c: (jnp.where(c[0] % 2 == 0, c[0] // 2, 3 * c[0] + 1), c[1] + 1)
-    return lambda n: loop(lambda c: c[0] > 1, step, (n, 0))[1]
-
-
-def _newton_sqrt(loop):
-    return lambda a: loop(lambda y: jnp.abs(y * y - a) > 1e-12 * a, lambda y: (y + a / y) / 2, a)
-
-
-def test_compacting_loop_equals_while_loop_under_vmap_and_jvp():
-    """`jaxem._compact.while_loop` over 200 members (levels 200, 34): jax.lax.while_loop's values,
-    and its forward derivatives (Newton's square root: d√a/da = 1/(2√a))."""
-    assert _compact.widths(200) == [200, 34]
-    n = jnp.arange(1, 201)
-    np.testing.assert_array_equal(jax.jit(jax.vmap(_collatz_steps(_compact.while_loop)))(n),
-                                  jax.vmap(_collatz_steps(jax.lax.while_loop))(n))
-    a = jnp.linspace(0.5, 1e4, 200)
-    jvp = lambda loop: jax.jit(jax.vmap(lambda a: jax.jvp(_newton_sqrt(loop), (a,), (1.0,))))(a)
-    (y, dy), (y0, dy0) = jvp(_compact.while_loop), jvp(jax.lax.while_loop)
-    np.testing.assert_allclose(y, y0, rtol=1e-14)
-    np.testing.assert_allclose(dy, dy0, rtol=1e-12)
-    np.testing.assert_allclose(dy, 0.5 / np.sqrt(a), rtol=1e-10)
-    # jvp of vmap: the levels' loops, gathers and scatters differentiated
-    y1, dy1 = jax.jit(lambda a: jax.jvp(jax.vmap(_newton_sqrt(_compact.while_loop)), (a,),
-                                        (jnp.ones_like(a),)))(a)
-    np.testing.assert_allclose(y1, y0, rtol=1e-14)
-    np.testing.assert_allclose(dy1, dy0, rtol=1e-12)
