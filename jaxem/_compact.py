@@ -95,6 +95,12 @@ def _loop(cjaxpr, bjaxpr):
         cb, bb, sb = in_batched
         if not any(cb + bb + sb):  # (custom_vmap's JVP asks for the values batched elsewhere)
             return loop.fun(cconsts, bconsts, state), [False] * len(state)
+        ws = widths(axis_size)
+        if len(ws) == 1:  # one level: JAX's own batched while_loop
+            axes = lambda bs: [0 if b else None for b in bs]
+            run = jax.vmap(loop.fun, in_axes=(axes(cb), axes(bb), axes(sb)))
+            out = run(cconsts, bconsts, state)
+            return out, [True] * len(out)
         state = [x if b else jnp.broadcast_to(jnp.asarray(x), (axis_size,) + jnp.shape(x))
                  for x, b in zip(state, sb)]  # (an unbatched leaf may come as a Python scalar)
         vcond = jax.vmap(cond1, in_axes=([0 if b else None for b in cb], 0))
@@ -113,8 +119,7 @@ def _loop(cjaxpr, bjaxpr):
             return jax.lax.while_loop(
                 lambda s: jnp.sum(vcond(cc, s).astype(jnp.int32)) > stop_at, body, s)
 
-        ws = widths(axis_size)
-        state = level(cconsts, bconsts, state, ws[1] if len(ws) > 1 else 0)
+        state = level(cconsts, bconsts, state, ws[1])
         for i, w in enumerate(ws[1:], 1):
             # The (at most w) running members first, in order; then finished ones to fill.
             idx = jnp.argsort(~vcond(cconsts, state), stable=True)[:w]
