@@ -123,6 +123,23 @@ def _join(parts, spans):
         lambda *xs: jnp.concatenate([x[lo:hi] for x, (lo, hi) in zip(xs, spans)]), *parts)
 
 
+def _on_cpu(parts) -> bool:
+    """Whether every leaf of ``parts`` is a plain (not extended-dtype) array on CPU devices."""
+    return all(isinstance(x, jax.Array) and not jnp.issubdtype(x.dtype, jax.dtypes.extended)
+               and all(d.platform == "cpu" for d in x.devices())
+               for x in jax.tree_util.tree_leaves(parts))
+
+
+def _join_on_host(parts, spans):
+    """`_join` by NumPy on CPU arrays (read in place), put back on the first part's devices:
+    no program to compile (`_join` cost ~45 ms of CPU to compile, 5% of a cold 2,000-fit call)."""
+    def cat(*xs):
+        out = np.concatenate([np.asarray(x)[lo:hi] for x, (lo, hi) in zip(xs, spans)])
+        return jax.device_put(out, xs[0].sharding)
+
+    return jax.tree_util.tree_map(cat, *parts)
+
+
 def batched(fn: Callable, *, batch_size: int | None = None,
             n_threads: int | None = None) -> Callable:
     """``batched(fn)(*args)`` equals ``jax.vmap(fn)(*args)`` (every array in ``args`` has a leading
@@ -179,6 +196,6 @@ def batched(fn: Callable, *, batch_size: int | None = None,
         with concurrent.futures.ThreadPoolExecutor(len(starts)) as pool:
             parts = list(pool.map(run, starts))
         spans = tuple((i * m - s, min((i + 1) * m, n) - s) for i, s in enumerate(starts))
-        return _join(parts, spans=spans)
+        return _join_on_host(parts, spans) if _on_cpu(parts) else _join(parts, spans=spans)
 
     return call

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _shard
 from ._adjoint import implicit_params
+from ._compact import while_loop as _while_loop
 from ._checks import fit_arguments, positive_int, tolerance
 from ._compile import compiled
 from ._fixed import check_fixed
@@ -157,6 +158,9 @@ def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progr
         step = with_progress(step, lambda s: _active(s, max_iter), max_iter)
     nan = jnp.full((), jnp.nan, X.dtype)
     final_ll = None
+    # Under vmap the compacting loop stops paying for finished members (`jaxem._compact`); a
+    # progress bar follows the plain loop's iterations.
+    loop = jax.lax.while_loop if progress else _while_loop
     if unrolled:
         # A bounded scan (reverse-differentiable): inactive iterations leave the state unchanged.
         def body(s, _):
@@ -171,10 +175,9 @@ def run_em(model, params, X, w, *, max_iter, tol, updater, unrolled=False, progr
             new, ll = step(s)
             return select(active, new, s), where(active, final, ll), ~active
 
-        state, final_ll, _ = jax.lax.while_loop(lambda c: ~c[2], body,
-                                                (state, nan, jnp.bool_(False)))
+        state, final_ll, _ = loop(lambda c: ~c[2], body, (state, nan, jnp.bool_(False)))
     else:
-        state = jax.lax.while_loop(lambda s: _active(s, max_iter), lambda s: step(s)[0], state)
+        state = loop(lambda s: _active(s, max_iter), lambda s: step(s)[0], state)
     status = state.status | flag(~state.converged & (tol > 0), Status.MAX_ITER_REACHED)
     status = where((status & int(FATAL)) != 0, status & ~int(Status.MAX_ITER_REACHED), status)
     if final_ll is None:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _shard
+from ._compact import while_loop
 from ._chunk import chunked_map, chunked_map_sum, chunked_sum_rows
 from ._compile import compiled
 from ._precision import uniform
@@ -160,7 +161,7 @@ def kmeans(key, X, w, n_clusters: int, max_iter: int = 300, tol: float = 1e-4):
         return (i < max_iter) & go_on
 
     labels = jnp.full(X.shape[0], -1, jnp.int32)
-    _, centers, labels, _ = jax.lax.while_loop(cond, body, (0, centers, labels, True))
+    _, centers, labels, _ = while_loop(cond, body, (0, centers, labels, True))
     return centers, labels
 
 
