@@ -9,7 +9,10 @@ every family's support), so ONE compiled block program serves every block, ragge
 A pass (`stream_pass`) overlaps the three stages of a block: a background thread reads block i+2
 (the disk read or the user's generator) and prepares it on the host while block i+1 is handed to
 the device (`jax.device_put`) and block i computes (JAX dispatch is asynchronous); the host waits
-only for block i-1's small check flags. Nothing N-sized is ever kept.
+only for block i-1's small check flags. Nothing N-sized is ever kept. A C-contiguous memmap (e.g.
+``np.load(path, mmap_mode="r")``) is read from its file with ``preadv`` (``O_DIRECT`` when the
+block is not in the page cache) straight into the reused, page-aligned block buffers: see
+`jaxem._filerows`.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from __future__ import annotations
 import mmap
 import queue
 import threading
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._filerows import FileRows, aligned_bytes
 
 # Elements per block (rows = this / D) when the caller does not choose: 4 MB of float32, small
 # enough to overlap reading with computing, large enough that the per-block dispatch is nothing.
@@ -51,6 +57,7 @@ class HostBlock(NamedTuple):
     w: np.ndarray  # (block_size,), 0 on the padding
     n: int  # real rows
     offset: int  # of the piece's first row in the source's block
+    bufs: tuple = ()  # the pool's buffers holding X and w (given back once the block is done)
 
 
 class Source:
@@ -83,6 +90,7 @@ class Source:
                 raise ValueError("source has no rows.")
         self.source, self.weights, self.n_features = source, weights, n_features
         self._mmap = _mapping(source)
+        self.file = None if self.callable else FileRows.of(source)  # the preadv fast path
 
     def _advise(self, X, advice, inner: bool) -> None:
         if self._mmap is None or not isinstance(X, np.ndarray) or X.size == 0:
@@ -181,10 +189,18 @@ class BufferPool:
     blocks come from fragmenting heaps) grows the process by tens of MB over millions of rows.
     A buffer comes back (`put`) once its block's program has finished with it."""
 
-    def __init__(self, size: int, B: int, D: int, dtype):
+    def __init__(self, size: int, B: int, D: int, dtype, file: FileRows | None = None):
+        """Buffers ``(X (B, D), w (B,))``; for a `FileRows` source ``(raw bytes, w (B,), X (B, D)
+        or None)``: the rows are read into ``raw`` and used in place when the file has the
+        compute dtype, else cast into ``X``."""
         self.free = queue.Queue()
         for _ in range(size):
-            self.free.put((_aligned_empty((B, D), dtype), _aligned_empty((B,), dtype)))
+            if file is None:
+                self.free.put((_aligned_empty((B, D), dtype), _aligned_empty((B,), dtype)))
+            else:
+                same = file.dtype == np.dtype(dtype)
+                self.free.put((aligned_bytes(file.buffer_bytes(B)), _aligned_empty((B,), dtype),
+                               None if same else _aligned_empty((B, D), dtype)))
 
     def get(self, stop: threading.Event):
         while not stop.is_set():
@@ -202,10 +218,30 @@ class _Stopped(Exception):
     pass
 
 
+def _file_blocks(src: Source, block_size: int, pool: BufferPool, stop: threading.Event):
+    """`host_blocks` of a `FileRows` source: each block read from the file into a pool buffer."""
+    for i, a in enumerate(range(0, src.n_rows, block_size)):
+        n = min(block_size, src.n_rows - a)
+        bufs = pool.get(stop)
+        raw, wp, Xp = bufs
+        X = src.file.read(a, n, raw, block_size)
+        if Xp is None:  # the file's rows are the block, in place
+            Xp = X
+        else:
+            Xp[:n] = X[:n]
+        Xp[n:] = 0
+        wp[:n] = 1 if src.weights is None else src.weights[a:a + n]
+        wp[n:] = 0
+        yield HostBlock(i, Xp, wp, n, 0, bufs)
+
+
 def host_blocks(src: Source, block_size: int, dtype, D: int, pool: BufferPool | None = None,
                 stop: threading.Event | None = None):
     """Padded `HostBlock` pieces of at most ``block_size`` rows, shapes checked on the host (in
     buffers of ``pool`` when given, else fresh arrays)."""
+    if src.file is not None and pool is not None:
+        yield from _file_blocks(src, block_size, pool, stop)
+        return
     for i, X, w in src.raw_blocks(block_size):
         X = np.asarray(X)
         if X.ndim == 1 and D == 1:
@@ -228,7 +264,7 @@ def host_blocks(src: Source, block_size: int, dtype, D: int, pool: BufferPool | 
             src.release(X[a:a + n])
             wp[:n] = 1 if w is None else w[a:a + n]
             wp[n:] = 0
-            yield HostBlock(i, Xp, wp, n, a)
+            yield HostBlock(i, Xp, wp, n, a, (Xp, wp))
 
 
 _END = object()
@@ -241,6 +277,7 @@ class Reader:
     def __init__(self, make_iter: Callable, depth: int = 2):
         """``make_iter(stop)``: the iterator to run; ``stop`` is set when the consumer closes."""
         self._q = queue.Queue(maxsize=depth)
+        self.waited = 0.0  # seconds the consumer waited for an item, the first excluded
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(make_iter,), daemon=True)
         self._thread.start()
@@ -267,8 +304,13 @@ class Reader:
         self._put(_END)
 
     def __iter__(self):
+        first = True
         while True:
+            t = time.perf_counter()
             item = self._q.get()
+            if not first:
+                self.waited += time.perf_counter() - t
+            first = False
             if item is _END:
                 return
             if isinstance(item, tuple) and len(item) == 2 and item[0] == "__error__":
@@ -332,8 +374,11 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
     arrays), flags checked one block behind so the device never waits for the host. ``on_host(b)``
     sees each `HostBlock` (e.g. to sample rows). Returns ``(carry, rows with positive weight)``."""
     depth = 2
-    pool = BufferPool(depth + 4, block_size, D, dtype)
+    pool = BufferPool(depth + 4, block_size, D, dtype, src.file)
+    if src.file is not None:
+        src.file.open()
     reader = Reader(lambda stop: host_blocks(src, block_size, dtype, D, pool, stop), depth)
+    done = False
     msg = getattr(model, "_data_message", None)
     pending, n_pos = None, 0
 
@@ -356,13 +401,16 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
             row0 = None if src.callable else b.index * block_size
             if bar is not None:
                 bar.update(b.n)
-            pending = (flags, b.index, row0, b.offset, (b.X, b.w), dev)
+            pending = (flags, b.index, row0, b.offset, b.bufs, dev)
             del dev, b
         if pending is not None:
             n_pos += retire(pending)
             pending = None
+        done = True
     finally:
         reader.close()
+        if src.file is not None:
+            src.file.close(reader.waited if done else None)
     return carry, n_pos
 
 
