@@ -109,8 +109,11 @@ class FileRows:
                 or not hasattr(os, "preadv") or source.ndim != 2 \
                 or not source.flags.c_contiguous or source.dtype.hasobject \
                 or source.dtype.itemsize == 0 or source.size == 0 \
-                or getattr(source, "mode", "c") not in ("r", "r+", "w+") \
-                or not isinstance(getattr(source, "filename", None), str):
+                or getattr(source, "mode", "c") not in ("r", "r+", "w+"):
+            return None
+        try:
+            path = os.fspath(source.filename)
+        except TypeError:
             return None
         address = source.ctypes.data
         m = _mapping_of(address)
@@ -118,14 +121,14 @@ class FileRows:
             return None
         start, map_offset, dev, ino = m
         try:
-            st = os.stat(source.filename)
+            st = os.stat(path)
         except OSError:
             return None
         offset = map_offset + address - start
         nbytes = source.shape[0] * source.shape[1] * source.dtype.itemsize
         if (st.st_dev, st.st_ino) != (dev, ino) or offset + nbytes > st.st_size:
             return None  # not the file that is mapped (replaced since), or truncated
-        return cls(source, source.filename, offset, source.mode != "r")
+        return cls(source, path, offset, source.mode != "r")
 
     # --- a pass -----------------------------------------------------------------------------
     def open(self):
