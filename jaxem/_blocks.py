@@ -8,8 +8,9 @@ every family's support), so ONE compiled block program serves every block, ragge
 
 A pass (`stream_pass`) overlaps the three stages of a block: a background thread reads block i+2
 (the disk read or the user's generator) and prepares it on the host while block i+1 is handed to
-the device (`jax.device_put`) and block i computes (JAX dispatch is asynchronous); the host waits
-only for block i-1's small check flags. Nothing N-sized is ever kept. A C-contiguous memmap (e.g.
+the device (`jax.device_put`) and blocks i-1 and i are queued or computing (JAX dispatch is
+asynchronous); the host waits only for block i-2's small check flags, so the device always has the
+next block queued when one finishes, even when the host thread is scheduled late. Nothing N-sized is ever kept. A C-contiguous memmap (e.g.
 ``np.load(path, mmap_mode="r")``) is read from its file with ``preadv`` (``O_DIRECT`` when the
 block is not in the page cache) straight into the reused, page-aligned block buffers: see
 `jaxem._filerows`.
@@ -17,6 +18,7 @@ block is not in the page cache) straight into the reused, page-aligned block buf
 
 from __future__ import annotations
 
+import collections
 import mmap
 import queue
 import threading
@@ -371,19 +373,19 @@ def _check_flags(flags, index: int, start: int | None, offset: int,
 def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, carry, *,
                 model=None, on_host: Callable | None = None, bar=None):
     """One pass over ``src``: ``carry, flags = step(carry, X_b, w_b)`` per padded block (device
-    arrays), flags checked one block behind so the device never waits for the host. ``on_host(b)``
+    arrays), flags checked two blocks behind so the device never waits for the host. ``on_host(b)``
     sees each `HostBlock` (e.g. to sample rows). Returns ``(carry, rows with positive weight)``."""
-    depth = 2
-    pool = BufferPool(depth + 4, block_size, D, dtype, src.file)
+    depth, lag = 2, 2  # blocks read ahead; blocks dispatched before the oldest one's flags are read
+    pool = BufferPool(depth + lag + 3, block_size, D, dtype, src.file)
     if src.file is not None:
         src.file.open()
     reader = Reader(lambda stop: host_blocks(src, block_size, dtype, D, pool, stop), depth)
     done = False
     msg = getattr(model, "_data_message", None)
-    pending, n_pos = None, 0
+    pending, n_pos = collections.deque(), 0
 
     def retire(pending):
-        """Block j-1's flags (waiting for its program to finish), then its buffers back."""
+        """Block j-lag's flags (waiting for its program to finish), then its buffers back."""
         flags, index, row0, offset, bufs, dev = pending
         n = _check_flags(flags, index, row0, offset, msg)
         del dev  # the device arrays (which may alias the buffers) go before the buffers return
@@ -396,16 +398,15 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
             carry, flags = step(carry, *dev)
             if on_host is not None:
                 on_host(b)
-            if pending is not None:
-                n_pos += retire(pending)
+            if len(pending) == lag:
+                n_pos += retire(pending.popleft())
             row0 = None if src.callable else b.index * block_size
             if bar is not None:
                 bar.update(b.n)
-            pending = (flags, b.index, row0, b.offset, b.bufs, dev)
+            pending.append((flags, b.index, row0, b.offset, b.bufs, dev))
             del dev, b
-        if pending is not None:
-            n_pos += retire(pending)
-            pending = None
+        while pending:
+            n_pos += retire(pending.popleft())
         done = True
     finally:
         reader.close()
