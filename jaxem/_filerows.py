@@ -12,7 +12,7 @@ to block (and handed to the device without a copy):
   read covers the block's bytes rounded out to 4096-byte boundaries (the array's header and the
   neighbouring rows land in the buffer's margins). A filesystem that refuses ``O_DIRECT``
   (``EINVAL`` on open or read) gets buffered reads with sequential read-ahead instead;
-* if a pass had to wait for the disk (the reader, not the compute, set its pace) and the file
+* if a pass was paced by the disk (its direct reads took most of the pass's time) and the file
   fits in memory, later passes read buffered so that the page cache keeps the file: from then on
   the blocks come from memory.
 
@@ -102,6 +102,7 @@ class FileRows:
         self.direct = not writable and hasattr(os, "O_DIRECT")
         self.fd = self.fd_direct = None
         self.counts = {"direct": 0, "buffered": 0}  # blocks read each way, all passes
+        self.passes = []  # (seconds, of which in direct reads) per pass
 
     @classmethod
     def of(cls, source) -> "FileRows | None":
@@ -144,18 +145,19 @@ class FileRows:
                 if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                     raise
                 self.direct = False  # the filesystem refuses O_DIRECT (e.g. an old tmpfs)
-        self.waited = 0.0
+        self.io = 0.0  # seconds in direct reads this pass
         self.t0 = time.perf_counter()
 
-    def close(self, waited: float | None = None):
-        """End of a pass; ``waited``: seconds the consumer waited for blocks (pass's first
-        excluded). A pass paced by the disk turns direct reads off when the file fits in memory."""
+    def close(self, complete: bool = True):
+        """End of a pass. A complete pass paced by the disk (direct reads busy 80% of its time)
+        turns direct reads off for the next ones when the file fits in half the free memory."""
         for fd in (self.fd, self.fd_direct):
             if fd is not None:
                 os.close(fd)
         self.fd = self.fd_direct = None
         elapsed = time.perf_counter() - self.t0
-        if self.direct and waited is not None and elapsed > 0 and waited > 0.2 * elapsed \
+        self.passes.append((elapsed, self.io))
+        if self.direct and complete and self.io > 0.8 * elapsed \
                 and self.nbytes < _mem_available() // 2:
             self.direct = False
 
@@ -185,7 +187,9 @@ class FileRows:
         lo = s - s % ALIGN  # buf[0] holds file byte lo
         if self.fd_direct is not None and not self._cached(a, n):
             try:
+                t = time.perf_counter()
                 self._fill(self.fd_direct, buf, lo, lo, e + (-e % ALIGN), e)
+                self.io += time.perf_counter() - t
                 self.counts["direct"] += 1
                 return self._view(buf, s - lo, block_rows)
             except OSError as err:

@@ -150,11 +150,19 @@ def test_disk_bound_pass_keeps_small_file_cached(odd_file):
     path, X = odd_file
     f = Source(np.memmap(path, np.float64, "r", offset=77, shape=X.shape)).file
     f.open()
-    f.close(waited=0.0)  # compute-bound: direct reads stay
+    f.t0 -= 1.0
+    f.io = 0.5  # compute-bound: direct reads stay
+    f.close()
     assert f.direct
     f.open()
     f.t0 -= 1.0
-    f.close(waited=0.5)  # half the pass waiting for the disk, a file that fits in memory
+    f.io = 0.9
+    f.close(complete=False)  # an interrupted pass decides nothing
+    assert f.direct
+    f.open()
+    f.t0 -= 1.0
+    f.io = 0.9  # the disk set the pace, and the file fits in memory: keep it in the page cache
+    f.close()
     assert not f.direct
 
 
