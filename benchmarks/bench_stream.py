@@ -233,8 +233,8 @@ def disk_section(N=62_500_000, D=16, K=4, ct="diag", subset=4_000_000, repeats=3
               f"{subset:,} rows x N/{subset:,}; read = sequential buffered read, cold; cold = a "
               "pass after dropping the file's pages (posix_fadvise DONTNEED), (cpu) its process "
               "CPU seconds (user + sys); warm = the next pass; cached = a pass with the whole file "
-              "in the page cache; min: each column's best over the repeats (ratios of the bests). Target: "
-              "pass / max(compute, read) <= 1.3.")
+              "in the page cache; min: each column's best over the repeats (ratios of the "
+              "bests). Target: pass / max(compute, read) <= 1.3.")
         if src.file is not None:
             print(f"blocks read with O_DIRECT / buffered over all passes: {src.file.counts}; "
                   "share of each pass in direct reads: "

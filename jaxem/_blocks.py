@@ -10,10 +10,10 @@ A pass (`stream_pass`) overlaps the three stages of a block: a background thread
 (the disk read or the user's generator) and prepares it on the host while block i+1 is handed to
 the device (`jax.device_put`) and blocks i-1 and i are queued or computing (JAX dispatch is
 asynchronous); the host waits only for block i-2's small check flags, so the device always has the
-next block queued when one finishes, even when the host thread is scheduled late. Nothing N-sized is ever kept. A C-contiguous memmap (e.g.
-``np.load(path, mmap_mode="r")``) is read from its file with ``preadv`` (``O_DIRECT`` when the
-block is not in the page cache) straight into the reused, page-aligned block buffers: see
-`jaxem._filerows`.
+next block queued when one finishes, even when the host thread is scheduled late. Nothing N-sized
+is ever kept. A C-contiguous memmap (e.g. ``np.load(path, mmap_mode="r")``) is read from its file
+with ``preadv`` (``O_DIRECT`` when the block is not in the page cache) straight into the reused,
+page-aligned block buffers: see `jaxem._filerows`.
 """
 
 from __future__ import annotations
