@@ -372,9 +372,12 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
     arrays), flags checked two blocks behind so the device never waits for the host. ``on_host(b)``
     sees each `HostBlock` (e.g. to sample rows). Returns ``(carry, rows with positive weight)``."""
     depth, lag = 2, 2  # blocks read ahead; blocks dispatched before the oldest one's flags are read
-    pool = BufferPool(depth + lag + 3, block_size, D, dtype, src.file)
     if src.file is not None:
-        src.file.open()
+        try:
+            src.file.open()
+        except OSError:  # the file was deleted or replaced since it was mapped: read the map
+            src.file = None
+    pool = BufferPool(depth + lag + 3, block_size, D, dtype, src.file)
     reader = Reader(lambda stop: host_blocks(src, block_size, dtype, D, pool, stop), depth)
     done = False
     msg = getattr(model, "_data_message", None)

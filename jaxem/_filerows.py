@@ -91,8 +91,8 @@ class FileRows:
     pass of a fit (its choice of direct or cached reads carries over); `open`/`close` bracket a
     pass, `read` runs in the reader thread."""
 
-    def __init__(self, source: np.memmap, path: str, offset: int, writable: bool):
-        self.source = source
+    def __init__(self, source: np.memmap, path: str, offset: int, writable: bool, file_id):
+        self.source, self.file_id = source, file_id  # (st_dev, st_ino) of the mapped file
         self.path, self.offset = path, offset
         self.n_rows, self.n_features = source.shape
         self.dtype = source.dtype
@@ -129,20 +129,33 @@ class FileRows:
         nbytes = source.shape[0] * source.shape[1] * source.dtype.itemsize
         if (st.st_dev, st.st_ino) != (dev, ino) or offset + nbytes > st.st_size:
             return None  # not the file that is mapped (replaced since), or truncated
-        return cls(source, path, offset, source.mode != "r")
+        return cls(source, path, offset, source.mode != "r", (dev, ino))
 
     # --- a pass -----------------------------------------------------------------------------
+    def _open(self, flags):
+        fd = os.open(self.path, flags)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != self.file_id:
+            os.close(fd)
+            raise FileNotFoundError(errno.ENOENT, "the mapped file is no longer at its path",
+                                    self.path)
+        return fd
+
     def open(self):
-        self.fd = os.open(self.path, os.O_RDONLY)
+        """Start a pass. OSError when the path no longer names the mapped file (deleted or
+        replaced since): the caller then reads through the map."""
+        self.fd = self._open(os.O_RDONLY)
         try:
             os.posix_fadvise(self.fd, self.offset, self.nbytes, os.POSIX_FADV_SEQUENTIAL)
         except (OSError, AttributeError):
             pass
         if self.direct:
             try:
-                self.fd_direct = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
+                self.fd_direct = self._open(os.O_RDONLY | os.O_DIRECT)
             except OSError as err:
                 if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    os.close(self.fd)
+                    self.fd = None
                     raise
                 self.direct = False  # the filesystem refuses O_DIRECT (e.g. an old tmpfs)
         self.io = 0.0  # seconds in direct reads this pass

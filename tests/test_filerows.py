@@ -6,12 +6,13 @@ import os
 import threading
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxem
 from jaxem import _filerows
-from jaxem._blocks import BufferPool, Source, host_blocks
+from jaxem._blocks import BufferPool, Source, host_blocks, stream_pass
 
 D = 3
 
@@ -138,10 +139,18 @@ def test_which_sources_take_the_file_reader(odd_file, tmp_path):
     assert src.file is not None and not src.file.direct
     _assert_same(_blocks(src, 128, np.float64, fast=True),
                  _blocks(src, 128, np.float64, fast=False))
+    src = Source(Xm)
     os.replace(path, str(tmp_path / "moved.bin"))  # the path now names another file: not used
-    np.save(path, X)
+    np.save(path, X + 1)
     try:
         assert Source(Xm).file is None
+        with pytest.raises(FileNotFoundError):  # nor by a Source made before the swap
+            src.file.open()
+        ok = jnp.array([-1, -1, -1, -1, 0])  # block flags: nothing wrong
+        total, _ = stream_pass(src, 128, np.float64, D,
+                               lambda c, X, w: (c + jnp.sum(X * w[:, None]), ok), 0.0)
+        assert src.file is None  # ... whose pass reads the map instead: the old rows
+        np.testing.assert_allclose(float(total), X.sum(), rtol=1e-12)
     finally:
         os.replace(str(tmp_path / "moved.bin"), path)
 
