@@ -10,12 +10,17 @@ ragged ones included (one more for labelled blocks).
 
 A pass (`stream_pass`) overlaps the three stages of a block: a background thread reads block i+2
 (the disk read or the user's generator) and prepares it on the host while block i+1 is handed to
-the device (`jax.device_put`) and block i computes (JAX dispatch is asynchronous); the host waits
-only for block i-1's small check flags. Nothing N-sized is ever kept.
+the device (`jax.device_put`) and blocks i-1 and i are queued or computing (JAX dispatch is
+asynchronous); the host waits only for block i-2's small check flags, so the device always has the
+next block queued when one finishes, even when the host thread is scheduled late. Nothing N-sized
+is ever kept. A C-contiguous memmap (e.g. ``np.load(path, mmap_mode="r")``) is read from its file
+with ``preadv`` (``O_DIRECT`` when the block is not in the page cache) straight into the reused,
+page-aligned block buffers: see `jaxem._filerows`.
 """
 
 from __future__ import annotations
 
+import collections
 import mmap
 import queue
 import threading
@@ -25,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._filerows import FileRows, aligned_bytes
 from ._labels import check_dtype as check_labels_dtype
 from ._labels import check_shape as check_labels_shape
 
@@ -58,6 +64,7 @@ class HostBlock(NamedTuple):
     labelled: bool  # the source's block had labels
     n: int  # real rows
     offset: int  # of the piece's first row in the source's block
+    bufs: tuple = ()  # the pool's buffers holding X and w (given back once the block is done)
 
     def arrays(self) -> tuple:
         """What a block program takes: ``(X, w)``, and the labels of a labelled block."""
@@ -104,6 +111,7 @@ class Source:
         self.source, self.weights, self.n_features = source, weights, n_features
         self.labels, self.check_labels = labels, check_labels
         self._mmap = _mapping(source)
+        self.file = None if self.callable else FileRows.of(source)  # the preadv fast path
 
     def _advise(self, X, advice, inner: bool) -> None:
         if self._mmap is None or not isinstance(X, np.ndarray) or X.size == 0:
@@ -173,7 +181,10 @@ def _mapping(source):
 
 
 def default_block_size(n_features: int) -> int:
-    return max(1024, _BLOCK_ELEMENTS // max(int(n_features), 1))
+    """About ``_BLOCK_ELEMENTS`` values, in a multiple of 1024 rows: a block of a 4-byte or wider
+    dtype is then a whole number of 4096-byte pages, so that every block of a `.npy` file starts
+    at the same 64-byte-aligned place in its read buffer and reaches the device without a copy."""
+    return max(1024, _BLOCK_ELEMENTS // max(int(n_features), 1) // 1024 * 1024)
 
 
 def check_block_size(block_size) -> int | None:
@@ -204,11 +215,20 @@ class BufferPool:
     blocks come from fragmenting heaps) grows the process by tens of MB over millions of rows.
     A buffer comes back (`put`) once its block's program has finished with it."""
 
-    def __init__(self, size: int, B: int, D: int, dtype):
+    def __init__(self, size: int, B: int, D: int, dtype, file: FileRows | None = None):
+        """Buffers ``(X (B, D), w (B,))``; for a `FileRows` source ``(raw bytes, w (B,), X (B, D)
+        or None)``: the rows are read into ``raw`` and used in place when the file has the
+        compute dtype, else cast into ``X``."""
         self.free = queue.Queue()
         for _ in range(size):
-            self.free.put((_aligned_empty((B, D), dtype), _aligned_empty((B,), dtype),
-                           _aligned_empty((B,), np.int32)))
+            if file is None:
+                self.free.put((_aligned_empty((B, D), dtype), _aligned_empty((B,), dtype),
+                               _aligned_empty((B,), np.int32)))
+            else:
+                same = file.dtype == np.dtype(dtype)
+                self.free.put((aligned_bytes(file.buffer_bytes(B)), _aligned_empty((B,), dtype),
+                               _aligned_empty((B,), np.int32),
+                               None if same else _aligned_empty((B, D), dtype)))
 
     def get(self, stop: threading.Event):
         while not stop.is_set():
@@ -226,10 +246,38 @@ class _Stopped(Exception):
     pass
 
 
+def _file_blocks(src: Source, block_size: int, pool: BufferPool, stop: threading.Event):
+    """`host_blocks` of a `FileRows` source: each block read from the file into a pool buffer."""
+    for i, a in enumerate(range(0, src.n_rows, block_size)):
+        n = min(block_size, src.n_rows - a)
+        y = None
+        if src.labels is not None and src.check_labels is not None:
+            try:
+                y = src.check_labels(src.labels[a:a + n], n)
+            except ValueError as err:
+                raise StreamError(f"block {i} (rows from {a}): {err}", i) from None
+        bufs = pool.get(stop)
+        raw, wp, yp, Xp = bufs
+        X = src.file.read(a, n, raw, block_size)
+        if Xp is None:  # the file's rows are the block, in place
+            Xp = X
+        else:
+            Xp[:n] = X[:n]
+        Xp[n:] = 0
+        wp[:n] = 1 if src.weights is None else src.weights[a:a + n]
+        wp[n:] = 0
+        yp[:n] = -1 if y is None else y
+        yp[n:] = -1
+        yield HostBlock(i, Xp, wp, yp, y is not None, n, 0, bufs)
+
+
 def host_blocks(src: Source, block_size: int, dtype, D: int, pool: BufferPool | None = None,
                 stop: threading.Event | None = None):
     """Padded `HostBlock` pieces of at most ``block_size`` rows, shapes checked on the host (in
     buffers of ``pool`` when given, else fresh arrays)."""
+    if src.file is not None and pool is not None:
+        yield from _file_blocks(src, block_size, pool, stop)
+        return
     for i, X, w, y in src.raw_blocks(block_size):
         X = np.asarray(X)
         if X.ndim == 1 and D == 1:
@@ -263,7 +311,7 @@ def host_blocks(src: Source, block_size: int, dtype, D: int, pool: BufferPool | 
             wp[n:] = 0
             yp[:n] = -1 if y is None else y[a:a + n]
             yp[n:] = -1
-            yield HostBlock(i, Xp, wp, yp, y is not None, n, a)
+            yield HostBlock(i, Xp, wp, yp, y is not None, n, a, (Xp, wp, yp))
 
 
 _END = object()
@@ -365,16 +413,22 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
                 model=None, on_host: Callable | None = None, bar=None):
     """One pass over ``src``: ``carry, flags = step(carry, X_b, w_b)`` per padded block (device
     arrays; ``step(carry, X_b, w_b, y_b)`` for a block with labels, `HostBlock.arrays`), flags
-    checked one block behind so the device never waits for the host. ``on_host(b)``
+    checked two blocks behind so the device never waits for the host. ``on_host(b)``
     sees each `HostBlock` (e.g. to sample rows). Returns ``(carry, rows with positive weight)``."""
-    depth = 2
-    pool = BufferPool(depth + 4, block_size, D, dtype)
+    depth, lag = 2, 2  # blocks read ahead; blocks dispatched before the oldest one's flags are read
+    if src.file is not None:
+        try:
+            src.file.open()
+        except OSError:  # the file was deleted or replaced since it was mapped: read the map
+            src.file = None
+    pool = BufferPool(depth + lag + 3, block_size, D, dtype, src.file)
     reader = Reader(lambda stop: host_blocks(src, block_size, dtype, D, pool, stop), depth)
+    done = False
     msg = getattr(model, "_data_message", None)
-    pending, n_pos = None, 0
+    pending, n_pos = collections.deque(), 0
 
     def retire(pending):
-        """Block j-1's flags (waiting for its program to finish), then its buffers back."""
+        """Block j-lag's flags (waiting for its program to finish), then its buffers back."""
         flags, index, row0, offset, bufs, dev = pending
         n = _check_flags(flags, index, row0, offset, msg)
         del dev  # the device arrays (which may alias the buffers) go before the buffers return
@@ -387,18 +441,20 @@ def stream_pass(src: Source, block_size: int, dtype, D: int, step: Callable, car
             carry, flags = step(carry, *dev)
             if on_host is not None:
                 on_host(b)
-            if pending is not None:
-                n_pos += retire(pending)
+            if len(pending) == lag:
+                n_pos += retire(pending.popleft())
             row0 = None if src.callable else b.index * block_size
             if bar is not None:
                 bar.update(b.n)
-            pending = (flags, b.index, row0, b.offset, (b.X, b.w, b.y), dev)
+            pending.append((flags, b.index, row0, b.offset, b.bufs, dev))
             del dev, b
-        if pending is not None:
-            n_pos += retire(pending)
-            pending = None
+        while pending:
+            n_pos += retire(pending.popleft())
+        done = True
     finally:
         reader.close()
+        if src.file is not None:
+            src.file.close(complete=done)
     return carry, n_pos
 
 
