@@ -477,7 +477,10 @@ class GaussianMixture(Mixture):
         eps = jnp.finfo(params.means.dtype).eps
         c = params.weights @ params.means
         m2 = jnp.sum(jnp.square(params.means - c), 1)
-        tr_cov = jnp.trace(params.covariances, axis1=1, axis2=2)
+        # tr Σ_k as a masked sum (jnp.trace / jnp.diagonal would gather with the closed-over
+        # params' sharding, which a shard_map's manual axes refuse)
+        D = params.means.shape[-1]
+        tr_cov = jnp.sum(params.covariances * jnp.eye(D, dtype=params.covariances.dtype), (1, 2))
         Lam = g.P @ jnp.swapaxes(g.P, -1, -2)
         lam_max = jnp.max(jnp.sum(jnp.abs(Lam), 2), 1)  # ||Λ_k||_∞ >= λ_max(Λ_k)
         beta = eps * (m2 + tr_cov) * lam_max

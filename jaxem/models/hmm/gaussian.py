@@ -136,7 +136,8 @@ class GaussianHMM(HiddenMarkovModel):
         # Rounding bound: |P_kᵀ u_n|² <= |u_n|² tr Λ_k, |u_n|² = Σ_i u_i² (φ's rows).
         u2 = jnp.max(sum(phi[r] for r in np.flatnonzero(iu == ju)))
         bound = jnp.finfo(frames.dtype).eps * jnp.max(
-            (jnp.sqrt(u2 * jnp.trace(lam, axis1=1, axis2=2)) + jnp.sqrt(jnp.maximum(dld, 0))) ** 2)
+            (jnp.sqrt(u2 * jnp.sum(lam * jnp.eye(lam.shape[-1], dtype=lam.dtype), (1, 2)))
+             + jnp.sqrt(jnp.maximum(dld, 0))) ** 2)
         return jax.lax.cond(bound < 1e-9,
                             lambda: jax.lax.dot_general(phi, W, (((0,), (0,)), ((), ()))),
                             lambda: fn(frames))
