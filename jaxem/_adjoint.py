@@ -56,8 +56,30 @@ def root_function(model, updater, X, w, labels=None, anchor=None):
     if isinstance(updater, ClosedFormMStep):
         return lambda v: _tree_sub(part(em_map(model, full(v), X, w, labels, fixed)[0]), v)
     total = jnp.sum(w)  # generalized EM: a stationary point of the log posterior (prior=)
-    return jax.grad(lambda v: log_posterior_sum(
+    grad = jax.grad(lambda v: log_posterior_sum(
         model, full(v), model.log_likelihood(full(v), X, w, **with_labels(labels))) / total)
+    closed = getattr(model, "closed_form_fields", ())
+    if not closed:
+        return grad
+
+    # Fields the model's `finish_m_step` sets in closed form (jaxem.HMM's π and A, on the
+    # simplex, where the likelihood's gradient does not vanish): their equations are the
+    # closed-form update's residual T(θ)_f - θ_f; the others' the gradient.
+    def F(v):
+        theta = full(v)
+        posterior, _ = model.e_step(theta, X, w, **with_labels(labels))
+        return _select_fields(grad(v), _tree_sub(part(model.finish_m_step(
+            theta, posterior, X, w)), v), closed)
+
+    return F
+
+
+def _select_fields(tree, replacement, names):
+    """``tree`` (params or a ``{name: value}`` dict of free fields) with the fields in ``names``
+    taken from ``replacement``."""
+    if isinstance(tree, dict):
+        return {k: (replacement[k] if k in names else v) for k, v in tree.items()}
+    return tree._replace(**{f: getattr(replacement, f) for f in names if f in tree._fields})
 
 
 def _gmres(matvec, b):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +33,9 @@ class HMM(HiddenMarkovModel):
     (π_k ∝ Σ_s w_s γ_{s,1}(k), A_jk ∝ Σ_s w_s Σ_t ξ_{s,t}(j, k)) and moves ``emission`` by optax
     steps ascending the emission part of Q, Σ_s w_s Σ_t Σ_k γ_{s,t}(k) log p(x_{s,t} | k)
     (Dempster, Laird & Rubin 1977, §3 "GEM"). Write the emission in unconstrained coordinates
-    (log-scales, logits; see `jaxem.MixtureModel`). Differentiate through such a fit with
-    ``adjoint="unrolled"``: the implicit adjoint of generalized EM takes the fixed point as a
-    stationary point of the likelihood in every leaf, which π and A (on the simplex) are not.
+    (log-scales, logits; see `jaxem.MixtureModel`). The implicit adjoint differentiates the fixed
+    point as the root of π - T_π(θ), A - T_A(θ) (the closed-form updates) and ∇_emission log p(X)
+    (the emission's stationarity), so `jax.grad` through such a fit is exact at convergence.
 
     With ``prior=jaxem.HMMPrior(initial=α⁰, transition=α)`` the fit is MAP generalized EM
     (Dempster, Laird & Rubin 1977, §4.5): π and A get the closed-form posterior modes of their
@@ -70,6 +70,9 @@ class HMM(HiddenMarkovModel):
     n_states: int
     inference: str = "auto"
     prior: Any = None
+    # set in closed form by `finish_m_step`: the implicit adjoint's root equations for them are
+    # the closed-form update's residual, not the likelihood's gradient (`jaxem._adjoint`)
+    closed_form_fields: ClassVar[tuple] = ("initial_probs", "transition_matrix")
 
     def __post_init__(self):
         self._check_config()
