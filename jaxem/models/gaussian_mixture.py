@@ -583,10 +583,12 @@ class GaussianMixture(Mixture):
         if route == "guarded":
             # One scalar test per iteration, no recompilation. Under jax.vmap with batched
             # parameters the cond becomes a select and both routes run.
-            return jax.lax.cond(
-                self._moment_error_bound(params) <= MOMENT_TOLERANCE,
-                lambda: self._statistics_moments(params, X, weights, acc, total, labels),
-                lambda: self._statistics_residuals(params, X, weights, acc, total, labels))
+            safe = self._moment_error_bound(params) <= MOMENT_TOLERANCE
+            moments = lambda: self._statistics_moments(params, X, weights, acc, total, labels)
+            residuals = lambda: self._statistics_residuals(params, X, weights, acc, total, labels)
+            if not isinstance(safe, jax.core.Tracer):  # eager: one route (an eager cond would
+                return moments() if bool(safe) else residuals()  # compile both on every call)
+            return jax.lax.cond(safe, moments, residuals)
         return self._statistics_residuals(params, X, weights, acc, total, labels)
 
     def _statistics_residuals(self, params, X, weights, acc, total, labels=None):

@@ -138,9 +138,10 @@ class GaussianHMM(HiddenMarkovModel):
         bound = jnp.finfo(frames.dtype).eps * jnp.max(
             (jnp.sqrt(u2 * jnp.sum(lam * jnp.eye(lam.shape[-1], dtype=lam.dtype), (1, 2)))
              + jnp.sqrt(jnp.maximum(dld, 0))) ** 2)
-        return jax.lax.cond(bound < 1e-9,
-                            lambda: jax.lax.dot_general(phi, W, (((0,), (0,)), ((), ()))),
-                            lambda: fn(frames))
+        moments = lambda: jax.lax.dot_general(phi, W, (((0,), (0,)), ((), ())))
+        if not isinstance(bound, jax.core.Tracer):  # eager: one route, no cond compiled per call
+            return moments() if bool(bound < 1e-9) else fn(frames)
+        return jax.lax.cond(bound < 1e-9, moments, lambda: fn(frames))
 
     def _emission_statistics(self, params, frames, rw) -> GaussianMixtureStatistics:
         """`GaussianMixture`'s statistics about the means with responsibilities ``rw (N, K)``.
