@@ -50,6 +50,7 @@ def test_implicit_gradient_matches_finite_differences(ct):
     np.testing.assert_allclose(jvp_X, np.sum(gX * vX), rtol=1e-9)
 
 
+@pytest.mark.slow  # CI's 10-minute budget (10-20 s of compiles); run with -m slow
 def test_forward_and_reverse_mode_are_transposes():
     """<u, J v> from jax.jvp equals <J^T u, v> from jax.vjp (forward mode is a real JVP rule)."""
     model = jaxem.GaussianMixture(2, "full")
@@ -64,6 +65,7 @@ def test_forward_and_reverse_mode_are_transposes():
     assert np.abs(np.sum(u * Jv)) > 1e-6  # not trivially zero
 
 
+@pytest.mark.slow  # CI's 10-minute budget (10-20 s of compiles); run with -m slow
 def test_implicit_equals_unrolled_at_convergence():
     model = jaxem.GaussianMixture(2, "full")
     p0 = model.init(jax.random.key(0), X0)
@@ -105,6 +107,7 @@ def test_grad_under_vmap_and_in_jitted_training_step():
     np.testing.assert_allclose(g, g_single, rtol=1e-6)
 
 
+@pytest.mark.slow  # CI's 10-minute budget (10-20 s of compiles); run with -m slow
 def test_implicit_backward_memory_does_not_grow_with_iterations():
     """XLA's compiled temp-buffer size: constant for implicit, growing for unrolled."""
     model = jaxem.GaussianMixture(2, "full")

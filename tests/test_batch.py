@@ -46,6 +46,7 @@ def test_batched_threads_equal_vmap(n_members, n_threads):
     assert got.n_iter.shape == (n_members,)
 
 
+@pytest.mark.slow  # CI's 10-minute budget (10-20 s of compiles); run with -m slow
 def test_batched_gradient_equals_vmap():
     Xs, Ws = _datasets(b=3)
     p0 = jax.vmap(lambda X, w: MODEL.init(jax.random.key(0), X, w))(Xs, Ws)

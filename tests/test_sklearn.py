@@ -389,6 +389,7 @@ def _check_sklearn_outcomes(outcomes, names, log):
     assert all(outcomes[n] == "failed" for n in SKLEARN_EXPECTED_FAIL & set(names)), log
 
 
+@pytest.mark.slow  # CI's 10-minute budget (10-20 s of compiles); run with -m slow
 def test_sklearn_own_test_file_fast_subset(tmp_path):
     outcomes, log = _run_sklearn_test_file(tmp_path, SKLEARN_FAST)
     _check_sklearn_outcomes(outcomes, SKLEARN_FAST, log)
