@@ -148,6 +148,15 @@ def devices():
             rec["by_hand"] = max_diff(hand, want)
         out[name] = rec
 
+    # A Gaussian HMM with its sequences split over the devices (jit, explicit mesh)
+    hmm = jaxem.GaussianHMM(2, "full")
+    seqs = base[: 8 * 40].reshape(8, 40, 3)
+    ph = hmm.init(key, seqs)
+    hf = jax.jit(lambda p, X: jaxem.fit(hmm, p, X, tol=0, max_iter=MAX_ITER), compiler_options=OPTS)
+    out["hmm"] = dict(jit_explicit=max_diff(
+        hf(ph, put(seqs, expl, "batch")).params,
+        jaxem.fit(hmm, ph, seqs, tol=0, max_iter=MAX_ITER).params))
+
     # GradientMStep on sharded data (a MixtureModel in unconstrained coordinates)
     def log_joint(p, x):
         return jax.nn.log_softmax(p["logits"]) - 0.5 * jnp.sum((x - p["means"]) ** 2, -1)

@@ -71,6 +71,11 @@ def test_sharded_bad_data(sharded):
     assert r["nan_jit_status"] & int(jaxem.Status.INVALID_INPUT)
 
 
+def test_sharded_hmm_fit(sharded):
+    """GaussianHMM with its sequences row-sharded (the scans' carries vary over the mesh axis)."""
+    assert sharded["hmm"]["jit_explicit"] < TOL
+
+
 def test_sharded_partial_labels_and_fixed_fields(sharded):
     """fit(labels=, fixed=) on row-sharded X with labels sharded like it: the unsharded fit."""
     assert sharded["gmm-full"]["labels_fixed"] < TOL

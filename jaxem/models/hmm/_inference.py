@@ -26,6 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..._chunk import _varying
 from ..._where import where
 
 # log 0 as a large finite number: log-semiring identities and impossible transitions stay finite,
@@ -73,7 +74,9 @@ def forward_backward(log_pi, A, log_b, mask):
     (_, ll), alphas = jax.lax.scan(fwd, (alpha0, c0), (log_b[1:], mask[1:]), unroll=4)
     alphas = jnp.concatenate([alpha0[None], alphas], 0)  # (T, K), normalised α̂_t
 
+    axes = _varying((log_b,))
     ones = jnp.full((K,), 1.0 / K, log_b.dtype)
+    ones = jax.lax.pcast(ones, axes, to="varying") if axes else ones
 
     def bwd(beta, inp):  # beta = β̂_{t+1}; inp holds ℓ_{t+1}, mask_{t+1}
         lb, m = inp
@@ -221,8 +224,12 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None, frame_
         alpha = a / s[:, None]
         return alpha, (alpha, s)
 
-    _, (alphas, ss) = jax.lax.scan(fwd, jnp.zeros((S, K), dtype), (bt, steps), unroll=8)
-    ones = jnp.full((S, K), 1.0 / K, dtype)
+    # Initial carries vary over the axes of an enclosing jax.shard_map that the data vary over
+    # (sequences split over devices), as a scan's carry types must match its body's.
+    axes = _varying((bt,))
+    vary = (lambda z: jax.lax.pcast(z, axes, to="varying")) if axes else (lambda z: z)
+    _, (alphas, ss) = jax.lax.scan(fwd, vary(jnp.zeros((S, K), dtype)), (bt, steps), unroll=8)
+    ones = vary(jnp.full((S, K), 1.0 / K, dtype))
     last = T - 1
     # Transition t -> t+1 is real when step t+1 is (padding is at the end).
     on = jnp.concatenate([mask[1:], jnp.zeros((1, S), bool)], 0).astype(dtype)
@@ -248,7 +255,7 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None, frame_
         acc = acc + (ac.T @ e if pooled else ac[:, :, None] * e[:, None, :])
         return (beta, acc), (g * (fw / gs)[:, None], n)
 
-    zero = jnp.zeros((K, K) if pooled else (S, K, K), dtype)
+    zero = vary(jnp.zeros((K, K) if pooled else (S, K, K), dtype))
     fws = jnp.ones((T, S), dtype) if frame_weights is None else frame_weights.astype(dtype)
     (_, acc), (gamma, ns) = jax.lax.scan(bwd, (ones, zero), (alphas, on, steps, fws),
                                          reverse=True, unroll=8)
