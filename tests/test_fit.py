@@ -180,6 +180,56 @@ def test_unsupported_compiler_options_fall_back(monkeypatch):
         g(np.arange(3.0))
 
 
+def test_small_problems_compile_unoptimised(monkeypatch):
+    """Eager calls whose arguments hold at most SMALL_PROBLEM elements compile with XLA's backend
+    optimisation off, larger ones with COMPILER_OPTIONS' level (the same values: see
+    test_light_compiler_options_same_fit, whose problem is small)."""
+    from jaxem import _compile
+
+    if _compile.light_options() is None:
+        pytest.skip("the options are CPU-only")
+    seen = []
+    real = jax.jit
+
+    def spy(fun, **kw):
+        seen.append(kw.get("compiler_options"))
+        return real(fun, **kw)
+
+    monkeypatch.setattr(_compile.jax, "jit", spy)
+    f = _compile.compiled(lambda x: x * 2.0)
+    n = _compile.SMALL_PROBLEM
+    np.testing.assert_allclose(f(np.ones(n)), 2.0)
+    np.testing.assert_allclose(f(np.ones(n + 1)), 2.0)
+    levels = [o["xla_backend_optimization_level"] for o in seen if o]
+    assert levels == [0, jaxem.COMPILER_OPTIONS["xla_backend_optimization_level"]]
+
+
+def test_precompile_concurrently_leaves_nothing_to_compile():
+    """The pipeline (lower here, compile on threads) compiles each program once: the calls that
+    follow run without compiling, with the right values, in the caller's precision."""
+    from jaxem import _compile
+
+    f = _compile.compiled(lambda x: jnp.sin(x) @ x)
+    g = _compile.compiled(lambda x, k: jnp.cumsum(x) * k, static_argnames=("k",))
+    x = np.linspace(0.0, 1.0, 7)
+    compiles = []
+
+    def listen(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(kw.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        _compile.precompile_concurrently([lambda: f.precompile(x), lambda: g.precompile(x, k=3)])
+        n = len(compiles)
+        assert n >= 2
+        np.testing.assert_allclose(f(x), np.sin(x) @ x)
+        np.testing.assert_allclose(g(x, k=3), np.cumsum(x) * 3)
+        assert len(compiles) == n and f(x).dtype == x.dtype
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
+
 def test_eager_calls_pause_the_garbage_collector_and_restore_it():
     """While an eager call traces and compiles, Python's collector is off; afterwards it is as it
     was (on, or off if the user had turned it off), also after an error and across threads."""
