@@ -55,7 +55,12 @@ def test_int_seed_for_every_family_with_init():
 def test_int_seed_under_jit(setup):
     model, _, X = setup
     got = jax.jit(lambda s: model.init(s, X, method="random").means)(3)
-    np.testing.assert_array_equal(got, model.init(jax.random.key(3), X, method="random").means)
+    # The same draws; the eager call's program (small: compiled unoptimised, jaxem._compile)
+    # may round the M-step differently from the caller's jit in the last digit.
+    want = model.init(jax.random.key(3), X, method="random").means
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    other = model.init(jax.random.key(4), X, method="random").means
+    assert not np.allclose(other, want, rtol=1e-3)
 
 
 def test_legacy_raw_key_still_works(setup):
