@@ -62,7 +62,7 @@ def _accumulator(shapes, varying: tuple = ()):
     instead of growing like eps·√B.
     """
     leaves, tree = jax.tree_util.tree_flatten(shapes)
-    vary = (lambda z: jax.lax.pcast(z, varying, to="varying")) if varying else (lambda z: z)
+    vary = lambda z: _shard.varying(z, varying)
     if len({x.dtype for x in leaves}) != 1:
         zero = jax.tree_util.tree_map(lambda x: vary(jnp.zeros(x.shape, x.dtype)), shapes)
         return zero, lambda acc, sums: jax.tree_util.tree_map(jnp.add, acc, sums), lambda acc: acc
@@ -113,22 +113,6 @@ def _reader(rows: tuple, c: int):
     return nb, read
 
 
-def _manual_type(a):
-    """The manual-axis type of ``a`` (which axes of an enclosing `jax.shard_map` it varies over),
-    or None outside one."""
-    return getattr(jax.typeof(a), "manual_axis_type", None)
-
-
-def _varying(rows: tuple) -> tuple:
-    """Mesh axes of an enclosing `jax.shard_map` over which some array of ``rows`` varies."""
-    axes = set()
-    for a in rows:
-        t = _manual_type(a)
-        if t is not None:
-            axes |= set(t.varying)
-    return tuple(sorted(axes))
-
-
 def _traced_once(fn: Callable, rows: tuple, c: int):
     """``fn`` traced once on blocks of ``c`` rows of ``rows``: ``(g, out)`` where ``g(*block)``
     replays that trace (binding its primitives, not re-running ``fn``'s Python) and ``out`` is the
@@ -136,7 +120,7 @@ def _traced_once(fn: Callable, rows: tuple, c: int):
     the output shapes (the scan's initial carry) before its body is traced. Inside a
     `jax.shard_map` the blocks carry the rows' varying axes, so the replay type-checks."""
     def block(a):
-        t = _manual_type(a)
+        t = _shard.manual_type(a)
         kw = {} if t is None or not t.varying else dict(manual_axis_type=t,
                                                         sharding=jax.typeof(a).sharding)
         return jax.ShapeDtypeStruct((c,) + a.shape[1:], a.dtype, **kw)
@@ -176,7 +160,7 @@ def chunked_sum_rows(fn: Callable, rows: tuple, chunk_size: int | None, width: i
         return fn(*rows)
     nb, read = _reader(rows, c)
     fn, shapes = _traced_once(fn, rows, c)
-    zero, add, result = _accumulator(shapes, _varying(rows))
+    zero, add, result = _accumulator(shapes, _shard.varying_axes(rows))
 
     def body(acc, i):
         return add(acc, fn(*read(i))), None
@@ -215,7 +199,7 @@ def chunked_map_sum(fn: Callable, rows: tuple, chunk_size: int | None, width: in
         return fn(*rows)
     nb, read = _reader(rows, c)
     fn, shapes = _traced_once(fn, rows, c)
-    zero, add, result = _accumulator(shapes[0], _varying(rows))
+    zero, add, result = _accumulator(shapes[0], _shard.varying_axes(rows))
 
     def body(acc, i):
         sums, per_row = fn(*read(i))

@@ -145,6 +145,29 @@ def applies(rows: Rows | None, n: int) -> bool:
     return rows is not None and n % rows.size == 0
 
 
+def manual_type(a):
+    """The manual-axis type of ``a`` (which axes of an enclosing `jax.shard_map` it varies over),
+    or None outside one."""
+    return getattr(jax.typeof(a), "manual_axis_type", None)
+
+
+def varying_axes(arrays) -> tuple:
+    """Mesh axes of an enclosing `jax.shard_map` over which some array of ``arrays`` varies
+    (sorted; empty outside a shard_map)."""
+    axes = set()
+    for a in arrays:
+        t = manual_type(a)
+        if t is not None:
+            axes |= set(t.varying)
+    return tuple(sorted(axes))
+
+
+def varying(z, axes: tuple):
+    """``z`` cast to vary over ``axes`` (`varying_axes` of the data), as a loop's initial carry
+    must when its body mixes it with the data; ``z`` itself when ``axes`` is empty."""
+    return jax.lax.pcast(z, axes, to="varying") if axes else z
+
+
 def psum_flat(tree, axes):
     """`jax.lax.psum` of a pytree as ONE all-reduce per dtype: the leaves are concatenated into a
     vector, summed across ``axes``, and split again (XLA may not combine one all-reduce per

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["all_finite", "select", "where"]
+__all__ = ["all_finite", "cond", "select", "where"]
 
 
 def where(condition, x, y) -> jax.Array:
@@ -33,6 +33,16 @@ def where(condition, x, y) -> jax.Array:
     pred = (jax.lax.convert_element_type(condition, jnp.bool_) if np.ndim(condition) == 0
             else full(condition, jnp.bool_))
     return jax.lax.select_n(pred, full(y, dtype), full(x, dtype))
+
+
+def cond(pred, true_fun, false_fun):
+    """``jax.lax.cond(pred, true_fun, false_fun)`` (no operands: the branches close over them), but
+    a concrete ``pred`` (an eager call) runs its one branch in Python: an eager `lax.cond`
+    compiles both branches as a program of its own on every call (a README loop over
+    ``model.sufficient_statistics`` in float32 took 37 s instead of 6 s)."""
+    if not isinstance(pred, jax.core.Tracer):
+        return true_fun() if bool(pred) else false_fun()
+    return jax.lax.cond(pred, true_fun, false_fun)
 
 
 def select(condition, a, b):

@@ -12,28 +12,10 @@ catastrophically (float32 stays exact to rounding), and the E-step's GEMM output
 N_k is floored at 10·eps·Σ_j N_j (scikit-learn adds 10·eps, which is not invariant under a
 rescaling of the weights), so that an empty component never divides by zero.
 
-Full covariances in float64 take a faster route ("moments"): with the data centred at
-c = Σ_k π_k μ_k and the features φ(x) = [vech(x xᵀ), x, 1] (T = D(D+1)/2 + D + 1 of them), the
-Mahalanobis term is linear in φ,
-  ||y_nk||² = xᵀΛ_k x - 2 xᵀΛ_k μ_k + μ_kᵀΛ_k μ_k = φ(x_n) · a_k,   Λ_k = P_k P_kᵀ = Σ_k⁻¹,
-and so are the M-step statistics, Σ_n w_n r_nk φ(x_n) = [vech S_xx,k, s_k, N_k]. One EM iteration
-is two well-shaped GEMMs, (n, T) @ (T, K) and (K, n) @ (n, T), with half the flops of the residual
-route. Raw moments lose about log10(spread of the data / spread of a component)² digits, harmless
-in float64 (eps·|x - c|² ≪ reg_covar) but not always in float32.
-
-float32 full covariances take the moment route only where it is measured to be safe ("guarded"):
-each iteration computes from the current parameters the bound
-  β = max_k eps·(|μ_k - c|² + tr Σ_k)·||Σ_k⁻¹||_∞
-(|x - c|² of a row of component k is about |μ_k - c|² + tr Σ_k; ℓ_nk and the M-step's Σ_k are
-differences of such terms, and ||Σ_k⁻¹||_∞ ≥ 1/λ_min(Σ_k) puts their error in the component's own
-units). With β ≤ `MOMENT_TOLERANCE` (3e-4) the moment route runs, else the residual route: one
-`jax.lax.cond` on a scalar, so a fit never recompiles (under `jax.vmap` with batched parameters the
-cond is a select and both routes run). Measured, the moment route's error in the means and
-covariances, in units of the component (|L⁻¹ δμ|, |L⁻¹ δΣ L⁻ᵀ|), is 0.01β to 2β: at most ~6e-4
-where the residual route's is ~1e-5 (tests/test_moments_float32.py); the same order as what float32
-data lose to their own rounding a few hundred widths from the origin. Well-separated components
-(|μ_k - c| above ~50 widths for D = 16) or nearly singular ones fall back to the residuals; pass
-statistics="residuals" for the residual route's accuracy everywhere.
+Full covariances take a faster route ("moments", `jaxem.models._gaussian_moments`): two GEMMs
+of raw moment features per block, in float64 always, in float32 where a bound computed from the
+current parameters each iteration says the moments' cancellation is harmless (`MOMENT_TOLERANCE`),
+the residual route otherwise.
 """
 
 from __future__ import annotations
@@ -57,8 +39,9 @@ from .._missing import (allows_missing, check_missing, complete_rows, mean_imput
 from .._status import Status, flag
 from .._checks import as_key, nonnegative_float, one_of
 from .._validate import as_data, check_sample_params, check_values, is_concrete, validate
-from .._where import where
-from . import _gaussian_missing
+from .._where import cond, where
+from . import _gaussian_missing, _gaussian_moments
+from ._gaussian_moments import MOMENT_TOLERANCE as MOMENT_TOLERANCE
 from ._base import Mixture, weighted_posterior
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
@@ -121,22 +104,6 @@ def _impute(model, params, X):
 
 def _cast(tree, dtype):
     return jax.tree_util.tree_map(lambda a: a.astype(dtype), tree)
-
-
-# Largest `_moment_error_bound` β at which float32 takes the moment route (module docstring): the
-# measured error is at most ~2β in the components' units. The benchmark's 16 unit-width components
-# 3·N(0, I) apart in D = 16 have β ≈ 7e-5 once fitted.
-MOMENT_TOLERANCE = 3e-4
-
-
-def _features(xc):
-    """φ(x) = vech(x̃ x̃ᵀ) of x̃ = [x, 1] for the rows of ``xc (n, D)``: the upper triangle row by
-    row (`np.triu_indices(D + 1)` order), so [x_i x_j (i <= j), ..., x_i, ..., 1]. One
-    concatenation of D + 1 row-slices: XLA's CPU backend gathers the triangle's columns, or
-    concatenates more pieces, measurably more slowly."""
-    xa = jnp.concatenate([xc, jnp.ones_like(xc[:, :1])], 1)
-    return jnp.concatenate([xa[:, i:i + 1] * xa[:, i:] for i in range(xa.shape[1])], 1)
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -458,34 +425,9 @@ class GaussianMixture(Mixture):
         so that nothing is multiplied by an identity."""
         return _Geometry(means, None, None, None, None)
 
-    def _moment_route(self, dtype) -> str | None:
-        """Which moment route a fused iteration takes: "moments" (float64: always), "guarded"
-        (float32: the moment route when `_moment_error_bound` allows it, else the residuals) or
-        None (the residual route)."""
-        if self.statistics == "residuals" or self.covariance_type != "full":
-            return None
-        return "moments" if jnp.dtype(dtype).itemsize >= 8 else "guarded"  # data: >= float32
-
     def _moment_error_bound(self, params, g: _Geometry | None = None):
-        """β = max_k eps·(|μ_k - c|² + tr Σ_k)·||Σ_k⁻¹||_∞ over the components that are on (weight
-        > 0): the moment route's cancellation in units of each component's smallest variance
-        (module docstring). The raw moments about c of a row near μ_k are of size
-        |x - c|² ≈ |μ_k - c|² + tr Σ_k; the E-step's ℓ_nk and the M-step's Σ_k are their
-        differences, so each carries an error of about eps times that, and 1/λ_min(Σ_k) =
-        λ_max(Σ_k⁻¹) ≤ ||Σ_k⁻¹||_∞. Measured errors: 0.01β to 2β (tests/test_moments_float32.py)."""
-        g = self._geometry(params) if g is None else g
-        eps = jnp.finfo(params.means.dtype).eps
-        c = params.weights @ params.means
-        m2 = jnp.sum(jnp.square(params.means - c), 1)
-        # tr Σ_k as a masked sum (jnp.trace / jnp.diagonal would gather with the closed-over
-        # params' sharding, which a shard_map's manual axes refuse)
-        D = params.means.shape[-1]
-        tr_cov = jnp.sum(params.covariances * jnp.eye(D, dtype=params.covariances.dtype), (1, 2))
-        Lam = g.P @ jnp.swapaxes(g.P, -1, -2)
-        lam_max = jnp.max(jnp.sum(jnp.abs(Lam), 2), 1)  # ||Λ_k||_∞ >= λ_max(Λ_k)
-        beta = eps * (m2 + tr_cov) * lam_max
-        # NaN (a broken Cholesky) fails the test below: the residual route then reports it.
-        return jnp.max(where(params.weights > 0, beta, 0.0))
+        """`jaxem.models._gaussian_moments.error_bound` (β) of ``params``."""
+        return _gaussian_moments.error_bound(self, params, g)
 
     # --- expected sufficient statistics (the public unit of EM) and their maximiser -------------
     def statistics_reference(self, params):
@@ -577,7 +519,7 @@ class GaussianMixture(Mixture):
         if allows_missing(self):
             return _gaussian_missing.statistics(self, params, X, weights, acc, labels)
         total = jnp.sum(weights.astype(acc))
-        route = self._moment_route(X.dtype)
+        route = _gaussian_moments.route(self, X.dtype)
         if route == "moments":
             return self._statistics_moments(params, X, weights, acc, total, labels)
         if route == "guarded":
@@ -588,9 +530,7 @@ class GaussianMixture(Mixture):
             moments = lambda: self._statistics_moments(params, X, weights, acc, total, labels, g)
             residuals = lambda: self._statistics_residuals(params, X, weights, acc, total, labels,
                                                            g)
-            if not isinstance(safe, jax.core.Tracer):  # eager: one route (an eager cond would
-                return moments() if bool(safe) else residuals()  # compile both on every call)
-            return jax.lax.cond(safe, moments, residuals)
+            return cond(safe, moments, residuals)  # eager: one route, in Python
         return self._statistics_residuals(params, X, weights, acc, total, labels)
 
     def _statistics_residuals(self, params, X, weights, acc, total, labels=None, g=None):
@@ -620,39 +560,8 @@ class GaussianMixture(Mixture):
         return GaussianMixtureStatistics(st.nk, sx, sxx, ll, total)
 
     def _statistics_moments(self, params, X, weights, acc, total, labels=None, g=None):
-        """`_statistics` by raw moments about c = Σ π_k μ_k: ℓ_nk = const_k - ½ φ(x_n)·a_k and
-        Σ_n w_n r_nk φ(x_n) in one GEMM each; then shifted to the means (`_shift`). In float32 only
-        behind the guard of `_statistics` (`_moment_error_bound`)."""
-        g = self._geometry(params) if g is None else g
-        K, D = params.means.shape
-        iu, ju = np.triu_indices(D + 1)  # φ(x) = vech(x̃ x̃ᵀ), x̃ = [x - c, 1]: T of them
-        c = params.weights @ params.means
-        m = params.means - c
-        Lam = g.P @ jnp.swapaxes(g.P, -1, -2)  # Λ_k = P_k P_kᵀ = Σ_k⁻¹
-        b = jnp.einsum("kde,ke->kd", Lam, m)
-        # ||y_nk||² = x̃ᵀ A_k x̃ with A_k = [[Λ_k, -b_k], [-b_kᵀ, m_kᵀ b_k]] = φ(x)·a_k
-        A = jnp.concatenate([jnp.concatenate([Lam, -b[:, :, None]], 2),
-                             jnp.concatenate([-b, jnp.sum(m * b, 1, keepdims=True)], 1)[:, None]],
-                            1)
-        a = (A[:, iu, ju] * where(iu == ju, 1.0, 2.0).astype(X.dtype)).T  # (T, K)
-        const = g.log_pi + g.log_det - 0.5 * D * math.log(2 * math.pi)
-
-        def block(x, lb, wb):
-            phi = _features(x - c)
-            rw, ll = weighted_posterior(clamp(const - 0.5 * (phi @ a), lb), wb)
-            return _cast((rw.T @ phi, ll), acc)
-
-        # Blocks of GEMMs only: twice the default working set per block measured fastest here,
-        # in bytes: float32 blocks hold twice the rows (N = 100k, D = K = 16: 6,656 rows instead
-        # of 3,328, 21.2 -> 15.8 ms per pass; D = 8: 57 -> 53 ms at N = 1M), at most 2^15 rows
-        # (D = 4: 74,752 rows were 10% slower than 37,376).
-        width = len(iu) // 2 if X.dtype.itemsize >= 8 else max(len(iu) // 4, 8)
-        M, ll = labelled_sum(block, X, weights, labels, self.chunk_size, width)
-        sym = np.zeros((D + 1, D + 1), int)  # column of M holding x̃_i x̃_j
-        sym[iu, ju] = sym[ju, iu] = np.arange(len(iu))
-        st = GaussianMixtureStatistics(M[:, sym[D, D]], M[:, sym[:D, D]], M[:, sym[:D, :D]], ll,
-                                       total)
-        return self._shift(st, (c - params.means).astype(acc))  # about c -> about the means
+        """`_statistics` by the moment route (`jaxem.models._gaussian_moments.statistics`)."""
+        return _gaussian_moments.statistics(self, params, X, weights, acc, total, labels, g)
 
     def _accumulate_dtype(self, dtype):
         if self.accumulate_dtype is None:

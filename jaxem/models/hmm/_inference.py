@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..._chunk import _varying
+from ... import _shard
 from ..._where import where
 
 # log 0 as a large finite number: log-semiring identities and impossible transitions stay finite,
@@ -74,9 +74,7 @@ def forward_backward(log_pi, A, log_b, mask):
     (_, ll), alphas = jax.lax.scan(fwd, (alpha0, c0), (log_b[1:], mask[1:]), unroll=4)
     alphas = jnp.concatenate([alpha0[None], alphas], 0)  # (T, K), normalised α̂_t
 
-    axes = _varying((log_b,))
-    ones = jnp.full((K,), 1.0 / K, log_b.dtype)
-    ones = jax.lax.pcast(ones, axes, to="varying") if axes else ones
+    ones = _shard.varying(jnp.full((K,), 1.0 / K, log_b.dtype), _shard.varying_axes((log_b,)))
 
     def bwd(beta, inp):  # beta = β̂_{t+1}; inp holds ℓ_{t+1}, mask_{t+1}
         lb, m = inp
@@ -226,8 +224,8 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None, frame_
 
     # Initial carries vary over the axes of an enclosing jax.shard_map that the data vary over
     # (sequences split over devices), as a scan's carry types must match its body's.
-    axes = _varying((bt,))
-    vary = (lambda z: jax.lax.pcast(z, axes, to="varying")) if axes else (lambda z: z)
+    axes = _shard.varying_axes((bt,))
+    vary = lambda z: _shard.varying(z, axes)
     _, (alphas, ss) = jax.lax.scan(fwd, vary(jnp.zeros((S, K), dtype)), (bt, steps), unroll=8)
     ones = vary(jnp.full((S, K), 1.0 / K, dtype))
     last = T - 1

@@ -12,7 +12,7 @@ import numpy as np
 
 from ... import _prior
 from ..._init import init_from_responsibilities
-from ..._where import where
+from ..._where import cond, where
 from ..gaussian_mixture import GaussianMixture, GaussianMixtureParams, GaussianMixtureStatistics
 from ._base import HiddenMarkovModel
 
@@ -139,9 +139,7 @@ class GaussianHMM(HiddenMarkovModel):
             (jnp.sqrt(u2 * jnp.sum(lam * jnp.eye(lam.shape[-1], dtype=lam.dtype), (1, 2)))
              + jnp.sqrt(jnp.maximum(dld, 0))) ** 2)
         moments = lambda: jax.lax.dot_general(phi, W, (((0,), (0,)), ((), ())))
-        if not isinstance(bound, jax.core.Tracer):  # eager: one route, no cond compiled per call
-            return moments() if bool(bound < 1e-9) else fn(frames)
-        return jax.lax.cond(bound < 1e-9, moments, lambda: fn(frames))
+        return cond(bound < 1e-9, moments, lambda: fn(frames))  # eager: one route, in Python
 
     def _emission_statistics(self, params, frames, rw) -> GaussianMixtureStatistics:
         """`GaussianMixture`'s statistics about the means with responsibilities ``rw (N, K)``.
