@@ -16,7 +16,7 @@ from ._checks import fit_arguments, positive_int, tolerance
 from ._compile import compiled
 from ._fixed import check_fixed
 from ._labels import check_labels, labels_status, with_labels
-from ._missing import allows_missing
+from ._missing import allows_missing, complete_rows
 from ._mstep import ClosedFormMStep
 from ._prior import log_posterior_sum, resolve
 from ._progress import with_progress
@@ -301,6 +301,10 @@ def fit(
     max_iter = positive_int("max_iter", max_iter)
     tolerance(tol)
     updater = ClosedFormMStep() if m_step is None else m_step
+    if m_step is not None and getattr(model, "_q_needs_complete_rows", False):
+        complete_rows(model, X, f"m_step={type(m_step).__name__} (its Q-function)",
+                      "With missing='marginalize' fit with the closed-form M-step (m_step=None), "
+                      "which integrates the missing entries out")
     if fixed:
         updater = _with_fixed(updater, fixed)
     if accelerate == "squarem":

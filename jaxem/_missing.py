@@ -33,9 +33,10 @@ def check_missing(value) -> None:
     one_of("missing", value, MISSING)
 
 
-def complete_rows(model, X, what: str) -> None:
+def complete_rows(model, X, what: str, fix: str | None = None) -> None:
     """For a model with ``missing="marginalize"``: ValueError if concrete ``X`` has a NaN entry,
-    for ``what`` (a posterior-based E/M function that needs complete data)."""
+    for ``what`` (a posterior-based E/M function that needs complete data); ``fix``: what to do
+    instead (default: EM on the expected statistics)."""
     from ._validate import is_concrete
 
     if not allows_missing(model) or not is_concrete(X) \
@@ -43,9 +44,10 @@ def complete_rows(model, X, what: str) -> None:
         return
     if np.isnan(np.asarray(X)).any():
         raise ValueError(
-            f"{what} needs complete rows, and X has NaN entries. With missing values, EM runs on "
-            "the expected statistics: jaxem.fit, or model.maximize(model.sufficient_statistics("
-            "params, X), params); model.impute(params, X) fills the NaN entries.")
+            f"{what} needs complete rows, and X has NaN entries. " + (fix or
+            "With missing values, EM runs on the expected statistics: jaxem.fit, or "
+            "model.maximize(model.sufficient_statistics(params, X), params)")
+            + "; model.impute(params, X) fills the NaN entries.")
 
 
 def allows_missing(model) -> bool:

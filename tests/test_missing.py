@@ -10,6 +10,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 import jaxem
+from jaxem._status import FATAL
 from helpers import assert_tree_allclose, blobs
 
 N, D, K = 48, 3, 2
@@ -375,18 +376,50 @@ def test_sharded_fit_with_missing_equals_unsharded():
 
 
 def test_posterior_based_functions_refuse_nan(data):
-    """m_step / q_function / FA's e_step take complete rows: NaN is a clear error, not NaN output.
-    The mixture's e_step scores rows by their observed entries."""
+    """m_step / FA's e_step take complete rows: NaN is a clear error, not NaN output. The
+    mixture's e_step and q_function score rows by their observed entries."""
     _, Xm = data
     p = _random_params()
     resp, ll = _jit(FULL.e_step)(p, Xm)
     assert np.isfinite(resp).all() and np.isfinite(ll)
     with pytest.raises(ValueError, match="complete rows"):
         FULL.m_step(resp, Xm)
-    with pytest.raises(ValueError, match="complete rows"):
-        FULL.q_function(p, resp, Xm)
+    assert np.isfinite(FULL.q_function(p, resp, Xm))  # the observed entries' Q (see below)
     with pytest.raises(ValueError, match="complete rows"):
         FA.e_step(jaxem.FactorAnalysisParams(np.zeros(D), np.ones((D, 1)), np.ones(D)), Xm)
+
+
+def test_gradient_m_step_fits_missing_values(data):
+    """With NaN entries a mixture's q_function is Σ w r log p(x_o, k): at the closed-form fit's
+    fixed point its gradient is the observed-data log-likelihood's (Fisher's identity; both ~0 in
+    the means), so GradientMStep is generalized EM on the same likelihood: its trace rises and
+    its log-likelihood is the reference's (NumPy marginals). PPCA/FA (whose Q takes the factors'
+    posterior of complete rows) refuse NaN with a GradientMStep, naming m_step=None."""
+    import optax
+
+    X, Xm = data
+    p = _random_params()
+    model = FULL
+    ref = _jit(lambda p, x: jaxem.fit(model, p, x, max_iter=300, tol=1e-12))(p, Xm)
+    post, _ = _jit(model.e_step)(ref.params, Xm)
+    gq = _jit(jax.grad(lambda q: model.q_function(q, post, Xm)))(ref.params)
+    gl = _jit(jax.grad(lambda q: model.log_likelihood(q, Xm)))(ref.params)
+    # (the weights' gradients differ along (1, ..., 1), normal to the simplex: the row with
+    # nothing observed adds log Σ_k π_k to the log-likelihood and has no weight in Q)
+    assert_tree_allclose((gq.means, gq.covariances, gq.weights - jnp.mean(gq.weights)),
+                         (gl.means, gl.covariances, gl.weights - jnp.mean(gl.weights)),
+                         rtol=1e-6, atol=1e-6)
+    assert float(jnp.max(jnp.abs(gq.means))) < 1e-3 * N
+    gm = jaxem.GradientMStep(optax.adam(3e-3), num_steps=3)
+    r = _jit(lambda p, x: jaxem.fit(model, p, x, m_step=gm, max_iter=40, tol=0.0))(p, Xm)
+    assert int(r.status) & int(FATAL) == 0
+    t = np.asarray(r.trace)[:int(r.n_iter)]
+    assert int(r.n_iter) == 40 and np.all(np.diff(t) >= -1e-9 * np.abs(t).max()) and t[-1] > t[0]
+    n_obs = np.sum(np.any(~np.isnan(Xm), 1))
+    np.testing.assert_allclose(float(r.log_likelihood),
+                               ref_gmm_step("full", r.params, Xm, 1e-4)[1] / n_obs, rtol=1e-9)
+    with pytest.raises(ValueError, match="m_step=None"):
+        jaxem.fit(FA, FA.init(0, X), Xm, m_step=gm, max_iter=3)
 
 
 def test_sweep_gives_the_conditional_blocks():

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from .._checks import optional_positive_int, param_shapes, positive_int
 from .._chunk import chunked_map
 from .._labels import clamp, labelled_sum, with_labels
-from .._missing import allows_missing, complete_rows
+from .._missing import allows_missing, observed_weights
 from .._validate import as_data, finite_rows, is_concrete
 from .._where import where
 
@@ -185,9 +185,16 @@ class Mixture(Model):
         return resp, jnp.sum(where(w > 0, w * lse, 0.0))
 
     def q_function(self, params, posterior, X, weights=None):
-        """Q = Σ_n w_n Σ_k r_nk log p(x_n, z_n=k | params) (complete rows)."""
+        """Q = Σ_n w_n Σ_k r_nk log p(x_n, z_n=k | params).
+
+        With ``missing="marginalize"`` x_n is the row's observed entries, log p(x_n,o, z_n=k |
+        params) (a row with none has no weight): the Q-function of EM with only z latent, the
+        missing entries integrated out inside it. Its gradient at θ_old is the observed-data
+        log-likelihood's (Fisher's identity), so `jaxem.GradientMStep` ascending it is generalized
+        EM on the same likelihood as the closed-form M-step (which also treats x_m as latent)."""
         X, w = as_data(X, weights, self.n_features(params))
-        complete_rows(self, X, "q_function")
+        if allows_missing(self):
+            w = observed_weights(X, w)
         lj = self.log_joint_matrix(params, X)
         rl = where(posterior > 0, posterior * lj, 0.0)
         return jnp.sum(w * jnp.sum(rl, axis=1))

@@ -183,6 +183,10 @@ class LinearGaussian(Model):
 
         return chunked_sum(chunk, X, w, self.chunk_size, X.shape[1])
 
+    # jaxem.fit with a GradientMStep refuses NaN entries: Q takes the latent factors' posterior,
+    # which `e_step` forms from complete rows only.
+    _q_needs_complete_rows = True
+
     def q_function(self, params, posterior, X, weights=None):
         """Q = Σ_n w_n E_q[log N(x_n | W z_n + μ, Ψ) + log N(z_n | 0, I)]
         = Σ_n w_n [-(D+q)/2 log 2π - ½ log|Ψ| - ½ (ỹᵀỹ - 2 ỹᵀW̃ m + tr(W̃ᵀW̃ (Σ + m mᵀ)))

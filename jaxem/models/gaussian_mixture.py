@@ -136,8 +136,9 @@ class GaussianMixture(Mixture):
         observed entries' marginal, and E[x_m | x_o], Cov[x_m | x_o] fill the sufficient
         statistics, so `sufficient_statistics`/`maximize`, `jaxem.fit`, `fit_stream` and sharded
         fits run EM on the observed-data likelihood. A row with no observed entry has weight 0.
-        `impute` fills NaN with E[x_m | x_o]. The posterior-based `m_step` and `q_function` need
-        complete data. Costs one sweep of Σ (O(D³)) per row, and per component for "full".
+        `impute` fills NaN with E[x_m | x_o]. The posterior-based `m_step` needs complete data;
+        `q_function` scores the observed entries, so `jaxem.GradientMStep` fits such data too.
+        Costs one sweep of Σ (O(D³)) per row, and per component for "full".
 
     A component whose mass N_k falls below 10·eps·Σw keeps its previous mean and covariance (its
     weight goes to ~0) and the fit reports ``Status.EMPTY_COMPONENT``. A component whose weight is
