@@ -207,7 +207,10 @@ def forward_backward_time_major(log_pi, A, log_b, mask, seq_weights=None, frame_
     """
     T, S, K = log_b.shape
     dtype = log_b.dtype
-    m = jnp.max(log_b, -1)  # (T, S)
+    # The shift is added back to log p(x) below, so its derivative cancels: stopped, as in `_lse`
+    # (a max's JVP finds the maximum by equality with a recomputed ℓ, which XLA need not repeat
+    # bit for bit: unoptimised, d log p(x)/dX came out NaN).
+    m = jax.lax.stop_gradient(jnp.max(log_b, -1))  # (T, S)
     # One pass (mask, shift, exponential); materialised once: the barrier keeps XLA from fusing
     # the exponential into both loops.
     bt = jax.lax.optimization_barrier(jnp.exp(where(mask[..., None], log_b - m[..., None], 0.0)))
