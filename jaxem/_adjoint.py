@@ -39,6 +39,7 @@ from ._fixed import free_part, with_free
 from ._labels import with_labels
 from ._mstep import ClosedFormMStep, em_map
 from ._prior import log_posterior_sum
+from ._where import all_finite, where
 
 
 def _tree_sub(a, b):
@@ -93,7 +94,10 @@ def _gmres(matvec, b):
         matvec, b, tol=tol, atol=0.0, restart=min(size, 30), maxiter=max(10, size // 10),
         solve_method="incremental",
     )
-    return x
+    # GMRES stops at once when |b| is not finite (its residual test is then False) and returns its
+    # start, 0: a NaN tangent or cotangent would become a silent zero derivative. NaN instead.
+    ok = all_finite(b)
+    return jax.tree_util.tree_map(lambda a: where(ok, a, jnp.nan), x)
 
 
 def tangent_solve(g, y):

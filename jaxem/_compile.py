@@ -16,7 +16,11 @@ compile time for a program that then runs each EM iteration in tens of microseco
 saved is worth ~3,000 iterations; at N=4,096, D=K=16 (65k elements, above the bound) an unoptimised
 iteration would cost 3.6 ms more, more than the compile it saves. The two levels round differently
 in the last digits (contractions into fused multiply-adds), both IEEE arithmetic of the same
-expressions; a given shape always gets the same program.
+expressions; a given shape always gets the same program. Unoptimised, XLA also need not recompute a
+value bit for bit where it appears in two kernels, so nothing may rely on such equality: a max's
+JVP does (it finds the maximum by equality), so jaxem's max-shifts are `stop_gradient`-ed (the HMM
+forward-backward's was not, and its derivative in X came out NaN at level 0; tests/test_hmm.py
+runs that JVP at level 0).
 
 They apply where jaxem itself is the outermost `jax.jit`: eager calls of `jaxem.fit`,
 ``model.init``, `jaxem.batched`, `jaxem.select_n_components` and the scikit-learn estimator. Inside

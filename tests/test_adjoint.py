@@ -169,3 +169,18 @@ def test_mixture_model_gradient_m_step_implicit_gradient():
     v = np.random.default_rng(0).normal(size=X.shape)
     fd = _central_difference(loss, X, v)
     assert abs(np.sum(g * v) - fd) <= 1e-6 * abs(fd)
+
+
+def test_tangent_solve_propagates_nan_instead_of_a_silent_zero():
+    """GMRES returns its start (0) when |b| is not finite: the implicit adjoint's solve gives NaN
+    there, so a NaN tangent never becomes a zero derivative; finite right-hand sides solve."""
+    from jaxem._adjoint import tangent_solve
+
+    g = lambda x: jax.tree_util.tree_map(lambda a: 2.0 * a, x)
+    y = {"a": jnp.array([1.0, 4.0]), "b": jnp.array(3.0)}
+    x = jax.jit(lambda y: tangent_solve(g, y))(y)
+    np.testing.assert_allclose(x["a"], [0.5, 2.0], rtol=1e-10)
+    np.testing.assert_allclose(x["b"], 1.5, rtol=1e-10)
+    bad = jax.jit(lambda y: tangent_solve(g, y))({"a": jnp.array([1.0, jnp.nan]),
+                                                   "b": jnp.array(3.0)})
+    assert all(np.isnan(v).all() for v in jax.tree_util.tree_leaves(bad))
