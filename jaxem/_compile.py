@@ -151,20 +151,25 @@ def compiled(fun=None, *, static_argnames=()):
             light[key] = jax.jit(fun, static_argnames=static_argnames, compiler_options=opts)
         return light[key], opts, eager
 
+    def or_plain(opts, attempt, use_plain):
+        """``attempt()``, the collector paused; if XLA rejects ``opts``, remember that and
+        ``use_plain()`` instead."""
+        with gc_paused():
+            try:
+                return attempt()
+            except Exception as err:
+                if opts is None or not _unknown_option(err):
+                    raise
+                _reject(opts)
+                return use_plain()
+
     def with_fallback(use, args, kwargs):
         """``use(jit)`` with the jit an eager call picks (the collector paused); on an XLA that
         rejects the options, remember that and ``use(plain)``."""
         jit, opts, eager = pick(args, kwargs)
         if not eager:
             return use(jit)
-        with gc_paused():
-            try:
-                return use(jit)
-            except Exception as err:
-                if opts is None or not _unknown_option(err):
-                    raise
-                _reject(opts)
-                return use(plain)
+        return or_plain(opts, lambda: use(jit), lambda: use(plain))
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
@@ -181,18 +186,8 @@ def compiled(fun=None, *, static_argnames=()):
         jit, opts, _ = pick(args, kwargs)
         with gc_paused():
             lowered = jit.lower(*args, **kwargs)
-
-        def finish():
-            with gc_paused():
-                try:
-                    lowered.compile()
-                except Exception as err:
-                    if opts is None or not _unknown_option(err):
-                        raise
-                    _reject(opts)
-                    plain.lower(*args, **kwargs).compile()
-
-        queue.append(finish)
+        queue.append(lambda: or_plain(opts, lowered.compile,
+                                      lambda: plain.lower(*args, **kwargs).compile()))
 
     call.precompile = precompile
     call._cache_size = lambda: plain._cache_size() + sum(j._cache_size() for j in light.values())
@@ -209,8 +204,8 @@ def precompile_concurrently(thunks) -> None:
     lowered (XLA releases the GIL, and on 2 cores a compile keeps about one core busy). The calls
     that follow find them compiled. Tracing all programs in threads side by side made them take
     turns at the GIL, so the first compile started only when every program was traced (iris,
-    the estimator's start and fit: 0.41 s -> 0.32-0.37 s). The caller's `jax.enable_x64` (a thread-local
-    context) is passed on to the threads."""
+    the estimator's start and fit: 0.41 s -> 0.32-0.37 s). The caller's `jax.enable_x64` (a
+    thread-local context) is passed on to the threads."""
     thunks = list(thunks)
     n = min(_cores(), len(thunks))
     if n <= 1:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxem
+from jaxem.models import _gaussian_moments
 from jaxem.models.gaussian_mixture import MOMENT_TOLERANCE
 
 N, D, K = 301, 4, 3
@@ -57,9 +58,9 @@ def routes(model):
     def run(p, X):
         w = jnp.ones(N, jnp.float32)
         st = model._statistics(p, X, w)
-        raw = model._statistics_moments(p, X, w, jnp.float32, jnp.sum(w))
+        raw = _gaussian_moments.statistics(model, p, X, w, jnp.float32, jnp.sum(w))
         return (model.maximize(st, p), st.log_likelihood, model.maximize(raw, p),
-                model._moment_error_bound(p))
+                _gaussian_moments.error_bound(model, p))
 
     def ref(p, X):
         st = model.sufficient_statistics(p, X)

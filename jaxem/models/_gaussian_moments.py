@@ -1,5 +1,5 @@
-"""The moment route of full-covariance Gaussian mixtures' statistics (`GaussianMixture`, ``statistics=
-"moments"``/``"auto"``).
+"""The moment route of full-covariance Gaussian mixtures' statistics (`GaussianMixture` with
+``statistics="moments"`` or ``"auto"``).
 
 Full covariances in float64 take a faster route ("moments"): with the data centred at
 c = Σ_k π_k μ_k and the features φ(x) = [vech(x xᵀ), x, 1] (T = D(D+1)/2 + D + 1 of them), the
@@ -59,13 +59,15 @@ def route(model, dtype) -> str | None:
         return None
     return "moments" if jnp.dtype(dtype).itemsize >= 8 else "guarded"  # data: >= float32
 
+
 def error_bound(model, params, g=None):
     """β = max_k eps·(|μ_k - c|² + tr Σ_k)·||Σ_k⁻¹||_∞ over the components that are on (weight
     > 0): the moment route's cancellation in units of each component's smallest variance
-    (module docstring; ``g``: the parameters' `_Geometry`, if computed). The raw moments about c of a row near μ_k are of size
-    |x - c|² ≈ |μ_k - c|² + tr Σ_k; the E-step's ℓ_nk and the M-step's Σ_k are their
-    differences, so each carries an error of about eps times that, and 1/λ_min(Σ_k) =
-    λ_max(Σ_k⁻¹) ≤ ||Σ_k⁻¹||_∞. Measured errors: 0.01β to 2β (tests/test_moments_float32.py)."""
+    (module docstring; ``g``: the parameters' `_Geometry`, if already computed). The raw moments
+    about c of a row near μ_k are of size |x - c|² ≈ |μ_k - c|² + tr Σ_k; the E-step's ℓ_nk and
+    the M-step's Σ_k are their differences, so each carries an error of about eps times that, and
+    1/λ_min(Σ_k) = λ_max(Σ_k⁻¹) ≤ ||Σ_k⁻¹||_∞. Measured errors: 0.01β to 2β
+    (tests/test_moments_float32.py)."""
     g = model._geometry(params) if g is None else g
     eps = jnp.finfo(params.means.dtype).eps
     c = params.weights @ params.means

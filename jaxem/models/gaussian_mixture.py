@@ -426,10 +426,6 @@ class GaussianMixture(Mixture):
         so that nothing is multiplied by an identity."""
         return _Geometry(means, None, None, None, None)
 
-    def _moment_error_bound(self, params, g: _Geometry | None = None):
-        """`jaxem.models._gaussian_moments.error_bound` (β) of ``params``."""
-        return _gaussian_moments.error_bound(self, params, g)
-
     # --- expected sufficient statistics (the public unit of EM) and their maximiser -------------
     def statistics_reference(self, params):
         """Default reference point of `sufficient_statistics`: the means ``(K, D)``."""
@@ -522,13 +518,14 @@ class GaussianMixture(Mixture):
         total = jnp.sum(weights.astype(acc))
         route = _gaussian_moments.route(self, X.dtype)
         if route == "moments":
-            return self._statistics_moments(params, X, weights, acc, total, labels)
+            return _gaussian_moments.statistics(self, params, X, weights, acc, total, labels)
         if route == "guarded":
             # One scalar test per iteration, no recompilation. Under jax.vmap with batched
             # parameters the cond becomes a select and both routes run.
             g = self._geometry(params)  # one Cholesky per iteration, shared by guard and routes
-            safe = self._moment_error_bound(params, g) <= MOMENT_TOLERANCE
-            moments = lambda: self._statistics_moments(params, X, weights, acc, total, labels, g)
+            safe = _gaussian_moments.error_bound(self, params, g) <= MOMENT_TOLERANCE
+            moments = lambda: _gaussian_moments.statistics(self, params, X, weights, acc, total,
+                                                           labels, g)
             residuals = lambda: self._statistics_residuals(params, X, weights, acc, total, labels,
                                                            g)
             return cond(safe, moments, residuals)  # eager: one route, in Python
@@ -559,10 +556,6 @@ class GaussianMixture(Mixture):
             scale = L if ct == "diag" else L[:, None]
             sx, sxx = st.sy * scale, st.syy * scale**2
         return GaussianMixtureStatistics(st.nk, sx, sxx, ll, total)
-
-    def _statistics_moments(self, params, X, weights, acc, total, labels=None, g=None):
-        """`_statistics` by the moment route (`jaxem.models._gaussian_moments.statistics`)."""
-        return _gaussian_moments.statistics(self, params, X, weights, acc, total, labels, g)
 
     def _accumulate_dtype(self, dtype):
         if self.accumulate_dtype is None:
